@@ -1,0 +1,1 @@
+"""Chaos scenarios: declarative steps against a running topology, judged by a checker."""
