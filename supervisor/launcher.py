@@ -1,0 +1,137 @@
+"""Bringing up a whole topology as a child `python -m supervisor up` on free ports, and stopping it.
+
+Used by the test session and by the benchmark: both want a throw-away pipeline that does not clash
+with one a user is running, and that leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from supervisor.client import SupervisorAddress
+from supervisor.paths import RuntimePaths
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 300.0
+STOP_TIMEOUT = 90.0
+
+
+def free_port_topology(runtime_dir: Path, source: Path = REPO / "topology.yaml") -> dict[str, Any]:
+    """A topology file's content with every port set to 0 (free ports) and its own runtime dir."""
+    data = yaml.safe_load(source.read_text())
+    data["runtime_dir"] = str(runtime_dir)
+    data["config_server"]["port"] = 0
+    data["kafka"]["ports"] = [0] * data["kafka"]["brokers"]
+    data["kafka"]["controller_ports"] = [0] * data["kafka"]["brokers"]
+    data["hazelcast"]["ports"] = [0] * data["hazelcast"]["members"]
+    for service in data["services"].values():
+        service["ports"] = [0] * service["instances"]
+    return data
+
+
+@dataclass
+class LaunchedPipeline:
+    proc: subprocess.Popen[bytes]
+    paths: RuntimePaths
+    address: SupervisorAddress
+    output_path: Path
+
+    @property
+    def config_url(self) -> str:
+        return self.address.url
+
+    @property
+    def token(self) -> str:
+        return self.address.token
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def stop(self) -> list[psutil.Process]:
+        """SIGTERM the supervisor and wait; returns descendants that outlived it (killed, and reported)."""
+        children = _descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=15)
+        for leftover in alive:
+            leftover.kill()
+        return alive
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _all_running(address: SupervisorAddress) -> bool:
+    """True once every instance is RUNNING (asked through the control API, as a user would)."""
+    request = urllib.request.Request(
+        f"{address.url}/control/command",
+        data=json.dumps({"argv": ["status", "--json"]}).encode(),
+        headers={"Authorization": f"Bearer {address.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            reply = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    instances = (reply.get("data") or {}).get("instances") or []
+    return bool(instances) and all(inst["state"] == "RUNNING" for inst in instances)
+
+
+def logs_digest(paths: RuntimePaths, output_path: Path, lines: int = 30) -> str:
+    """The supervisor's output and the tail of every instance log: what to show when a start fails."""
+    parts = [f"--- supervisor output ---\n{output_path.read_text(errors='replace')[-6000:]}"]
+    if paths.logs_dir.exists():
+        for log in sorted(paths.logs_dir.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name} (tail) ---\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+def launch(topology: dict[str, Any], workdir: Path, timeout: float = START_TIMEOUT) -> LaunchedPipeline:
+    """Run `supervisor up` on `topology` in the background; return once every instance is RUNNING."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    topo_path = workdir / "topology.yaml"
+    topo_path.write_text(yaml.safe_dump(topology, sort_keys=False))
+    paths = RuntimePaths(Path(topology["runtime_dir"]))
+    output_path = workdir / "supervisor.out"
+    with open(output_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "up", str(topo_path)],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"supervisor exited with {proc.returncode}\n{logs_digest(paths, output_path)}")
+        if paths.state_file.exists() and paths.token.exists():
+            address = SupervisorAddress.from_runtime_dir(paths)
+            if _all_running(address):
+                return LaunchedPipeline(proc, paths, address, output_path)
+        time.sleep(0.5)  # polling the ready condition, within the deadline above
+    launched = LaunchedPipeline(proc, paths, SupervisorAddress("", ""), output_path)
+    digest = logs_digest(paths, output_path)
+    launched.stop()
+    raise TimeoutError(f"pipeline not ready within {timeout:g}s\n{digest}")
