@@ -1,0 +1,170 @@
+"""Benchmark: the pipeline against its ceilings, in one run on one topology.
+
+    python tools/bench.py [--quick] [--json] [--attach] [--write docs/benchmarks.md]
+
+By default it brings up a throw-away topology on free ports (as the tests do) and stops it after;
+`--attach` measures the one running from ./topology.yaml's runtime dir instead. It prints a table
+and, with --write, writes it as Markdown with the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from supervisor.chaos.checker import write_stall  # noqa: E402
+from supervisor.chaos.steps import ChaosContext, KillLeader, Revive  # noqa: E402
+from supervisor.client import SupervisorAddress, SupervisorClient  # noqa: E402
+from supervisor.launcher import free_port_topology, launch  # noqa: E402
+from supervisor.paths import RuntimePaths  # noqa: E402
+from supervisor.topology import load_topology  # noqa: E402
+from tools.ceilings import BareAiohttp, hazelcast_ceiling, kafka_producer_ceiling, summarize  # noqa: E402
+from tools.load import LoadRun, percentile, post_messages  # noqa: E402
+
+LEVELS = (1, 8, 32, 128)
+
+
+def _summary(run: LoadRun) -> dict[str, float]:
+    acked = run.acknowledged
+    return summarize(len(acked), run.finished - run.started, [a.latency * 1000 for a in acked], len(run.failed))
+
+
+async def post_level(url: str, count: int, concurrency: int) -> dict[str, float]:
+    run = await post_messages(url, count, concurrency=concurrency, run_id=f"bench-{uuid.uuid4().hex[:6]}")
+    return _summary(run)
+
+
+async def end_to_end(client: SupervisorClient, facade: str, samples: int) -> dict[str, float]:
+    """POST one message at a time and poll every messages instance until one holds it."""
+    latencies: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        for i in range(samples):
+            began = time.monotonic()
+            async with http.post(f"{facade}/messages", json={"msg": f"e2e{i}"}) as resp:
+                message_id = (await resp.json())["id"]
+            addresses = [inst["address"] for inst in await client.instances("messages")]
+            while time.monotonic() - began < 30:
+                held = False
+                for address in addresses:
+                    async with http.get(f"{address}/messages") as resp:
+                        if any(m["id"] == message_id for m in (await resp.json())["messages"]):
+                            held = True
+                if held:
+                    latencies.append((time.monotonic() - began) * 1000)
+                    break
+                await asyncio.sleep(0.002)  # polling interval of the e2e probe
+    return {"samples": len(latencies), "p50_ms": round(percentile(latencies, 50), 1),
+            "p99_ms": round(percentile(latencies, 99), 1), "max_ms": round(max(latencies, default=0), 1)}
+
+
+async def failover(client: SupervisorClient, facade: str, count: int, graceful: bool) -> dict[str, Any]:
+    """Load at concurrency 32; a third of the way in, the busiest partition's leader is killed or stopped."""
+    run = LoadRun(run_id=f"bench-fo-{uuid.uuid4().hex[:6]}")
+    ctx = ChaosContext(client=client, run=run, say=lambda _line: None)
+    sending = asyncio.create_task(post_messages(facade, count, concurrency=32, run_id=run.run_id, run=run))
+    while run.acked_count() < count // 3 and not sending.done():
+        await asyncio.sleep(0.01)  # polling the ack counter
+    if graceful:
+        leaders = await client.checked("leaders", "--json")
+        target = leaders[0]["leader"]
+        ctx.fault_at = time.monotonic()
+        await client.checked("stop", target)
+        ctx.killed.append(target)
+    else:
+        await KillLeader().run(ctx)
+    await sending
+    result = {"stall_s": round(write_stall(run.attempts, ctx.fault_at), 3), "failed": len(run.failed),
+              "acknowledged": run.acked_count()}
+    await Revive().run(ctx)
+    return result
+
+
+async def measure(address: SupervisorAddress, quick: bool) -> dict[str, Any]:
+    count = 400 if quick else 3000
+    results: dict[str, Any] = {"quick": quick, "levels": {}, "machine": f"{platform.machine()}, "
+                               f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
+    async with SupervisorClient(address) as client:
+        facade = (await client.instances("facade"))[0]["address"]
+        config = await client.worker_config("logging-1")
+        kafka, hz = config["kafka"], config["hazelcast"]
+        results["end_to_end"] = await end_to_end(client, facade, 20 if quick else 100)
+        async with BareAiohttp() as bare:
+            for level in LEVELS:
+                n = min(count, 300) if level == 1 else count
+                row = {
+                    "pipeline": await post_level(facade, n, level),
+                    "bare_aiohttp": await post_level(bare.url, n, level),
+                    "kafka_producer": await kafka_producer_ceiling(kafka["bootstrap_servers"], kafka["topic"], n, level),
+                    "hazelcast_put": await hazelcast_ceiling(hz["members"], hz["cluster_name"], n, level),
+                }
+                results["levels"][level] = row
+                print(f"  concurrency {level}: pipeline {row['pipeline']['rate']}/s", file=sys.stderr)
+        results["failover_sigkill"] = await failover(client, facade, count, graceful=False)
+        results["failover_graceful"] = await failover(client, facade, count, graceful=True)
+    return results
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    lines = [f"Command: `{command}` ({results['machine']}, {'quick' if results['quick'] else 'full'} run)", "",
+             "| concurrency | pipeline msg/s | p50 ms | p99 ms | p99.9 ms | errors | bare aiohttp msg/s | "
+             "raw Kafka msg/s | raw Hazelcast ops/s | pipeline/aiohttp | pipeline/Kafka | pipeline/Hazelcast |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for level, row in results["levels"].items():
+        p, b, k, h = row["pipeline"], row["bare_aiohttp"], row["kafka_producer"], row["hazelcast_put"]
+
+        def ratio(x: dict[str, float]) -> str:
+            return f"{p['rate'] / x['rate']:.2f}" if x["rate"] else "-"
+
+        lines.append(f"| {level} | {p['rate']} | {p['p50_ms']} | {p['p99_ms']} | {p['p999_ms']} | {p['errors']} | "
+                     f"{b['rate']} | {k['rate']} | {h['rate']} | {ratio(b)} | {ratio(k)} | {ratio(h)} |")
+    e2e = results["end_to_end"]
+    lines += ["", f"End to end (POST until a messages instance holds it, {e2e['samples']} sequential samples): "
+              f"p50 {e2e['p50_ms']} ms, p99 {e2e['p99_ms']} ms, max {e2e['max_ms']} ms."]
+    for key, label in (("failover_sigkill", "leader SIGKILLed"), ("failover_graceful", "leader stopped gracefully")):
+        f = results[key]
+        lines.append(f"Write stall, {label} under load at concurrency 32: {f['stall_s']} s, failed POSTs "
+                     f"{f['failed']}, acknowledged {f['acknowledged']}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short run (fewer messages per level)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--attach", action="store_true", help="measure the running topology instead of a fresh one")
+    parser.add_argument("-t", "--topology", default="topology.yaml", help="topology file (with --attach)")
+    parser.add_argument("--write", metavar="FILE", help="also write the table as Markdown to FILE")
+    args = parser.parse_args(argv)
+    command = "python tools/bench.py" + (" --quick" if args.quick else "")
+    if args.attach:
+        paths = RuntimePaths(load_topology(args.topology).runtime_dir)
+        results = asyncio.run(measure(SupervisorAddress.from_runtime_dir(paths), args.quick))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            print("bringing up a throw-away topology on free ports ...", file=sys.stderr)
+            pipeline = launch(free_port_topology(Path(tmp) / "runtime"), Path(tmp))
+            try:
+                results = asyncio.run(measure(pipeline.address, args.quick))
+            finally:
+                pipeline.stop()
+    table = render(results, command)
+    print(json.dumps(results, indent=2) if args.json else table)
+    if args.write:
+        Path(args.write).write_text(f"# Benchmarks\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
