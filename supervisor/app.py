@@ -27,7 +27,6 @@ from supervisor.events import EventBus
 from supervisor.instance import Instance, InstanceSpec, RestartRules, http_probe, tcp_probe
 from supervisor.paths import RuntimePaths
 from supervisor.process import ProcessSpec
-from supervisor.states import State
 from supervisor.topology import ServiceSpec, Topology
 
 log = logging.getLogger("supervisor")
@@ -268,13 +267,20 @@ class Supervisor:
         await self._one(name).stop()
 
     async def start_instance(self, name: str) -> None:
-        await self._one(name).start()
+        """Start and wait for RUNNING (or InstanceError saying how the attempt ended)."""
+        inst = self._one(name)
+        await inst.start()
+        await inst.wait_started()
 
     async def restart_instance(self, name: str) -> None:
-        await self._one(name).restart()
+        inst = self._one(name)
+        await inst.restart()
+        await inst.wait_started()
 
     async def revive(self, name: str) -> None:
-        await self._one(name).revive()
+        inst = self._one(name)
+        await inst.revive()
+        await inst.wait_started()
 
     async def scale(self, service: str, n: int) -> None:
         """Grow with new instances on free ports (waited RUNNING), or stop the highest-numbered."""

@@ -282,6 +282,15 @@ class Instance(Actor):
         raise InstanceError(f"{self.name} did not become RUNNING ({state.value}; last exit: {why})"
                             + (f"\n--- log tail ---\n{tail}" if tail else ""))
 
+    async def wait_started(self) -> None:
+        """After start/revive/restart: wait out this one attempt (STARTING ends within ready_timeout);
+        return if it is RUNNING, else say how it ended (a restart may still follow per policy)."""
+        others = [s for s in State if s is not State.STARTING]
+        state = await self.wait_state(*others, timeout=self.spec.ready_timeout + 5)
+        if state is not State.RUNNING:
+            why = self.last_exit.describe() if self.last_exit else "no exit recorded"
+            raise InstanceError(f"{self.name} did not become RUNNING (now {state.value}; last exit: {why})")
+
     # -- the one state-change path -----------------------------------------------------------
     def _change_state(self, to: State, detail: str = "", *, force: bool = False) -> None:
         before = self.state

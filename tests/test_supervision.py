@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from supervisor.actor import Actor, ActorDead, Backoff, Policy, RestartIntensity
 from supervisor.app import Supervisor, SupervisorError, UnknownTarget, reap_leftovers
 from supervisor.deadline import wait_until
 from supervisor.events import EventBus
-from supervisor.instance import Instance
+from supervisor.instance import InstanceError
 from supervisor.paths import RuntimePaths
 from supervisor.states import State
 
@@ -335,3 +334,27 @@ async def test_next_run_reaps_what_children_json_lists_and_nothing_else(
 
 def test_reap_leftovers_without_a_file_does_nothing(tmp_path: Path) -> None:
     assert reap_leftovers(RuntimePaths(tmp_path)) == []
+
+
+async def test_start_restart_and_revive_commands_return_once_running(
+    tmp_path: Path, supervisors: Callable[..., Supervisor]
+) -> None:
+    sup = supervisors(tmp_path, {"alpha": standin_service()})
+    await sup.start()
+    await sup.restart_instance("alpha-1")
+    inst = sup.resolve("alpha-1")[0]
+    assert inst.state is S.RUNNING and inst.restarts == 1
+    await sup.stop_instance("alpha-1")
+    assert inst.state is S.STOPPED
+    await sup.start_instance("alpha-1")
+    assert inst.state is S.RUNNING
+
+
+async def test_a_start_command_on_a_crashing_worker_says_how_it_ended(tmp_path: Path) -> None:
+    inst = make_instance(tmp_path, "--exit", "3", policy="never")
+    try:
+        await inst.start()
+        with pytest.raises(InstanceError, match=r"did not become RUNNING \(now EXITED; last exit: exit code 3\)"):
+            await inst.wait_started()
+    finally:
+        await inst.close()
