@@ -252,7 +252,9 @@ async def _console(paths: RuntimePaths) -> int:
 async def _one_shot(paths: RuntimePaths, argv: list[str]) -> int:
     endpoint = find_supervisor(paths)
     async with RemoteRunner(endpoint) as runner:
-        task = asyncio.ensure_future(execute_line(runner, argv, lambda text: print(text, flush=True)))
+        task = asyncio.ensure_future(execute_line(
+            runner, argv, lambda text: print(text, flush=True), lambda text: print(text, file=sys.stderr, flush=True)
+        ))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, task.cancel)  # Ctrl-C ends `logs -f` cleanly
         try:
@@ -277,41 +279,59 @@ def _fetch() -> int:
 # -- argument parsing --------------------------------------------------------------------------
 
 
+_WHERE_OPTIONS = ("--runtime-dir", "-t", "--topology")
+
+
+def _where_options(parser: argparse.ArgumentParser, default: object) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--runtime-dir", metavar="DIR", default=default,
+                       help="runtime directory of the running supervisor")
+    where.add_argument("-t", "--topology", metavar="FILE", default=default,
+                       help=f"topology whose runtime dir to use (default ./{DEFAULT_TOPOLOGY})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m supervisor",
         description="Bring up and operate the replicated message pipeline.",
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--runtime-dir", metavar="DIR", help="runtime directory of the running supervisor")
-    where.add_argument("-t", "--topology", metavar="FILE", help=f"topology whose runtime dir to use (default ./{DEFAULT_TOPOLOGY})")
+    _where_options(parser, None)
+    # the same options after the verb (`status -t topology.yaml`); SUPPRESS keeps a value given before it
+    where_after = argparse.ArgumentParser(add_help=False)
+    _where_options(where_after, argparse.SUPPRESS)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     up = verbs.add_parser("up", help="start everything and supervise it (console on a terminal)")
     up.add_argument("topology_file", metavar="TOPOLOGY", nargs="?", help=f"default ./{DEFAULT_TOPOLOGY}")
-    down = verbs.add_parser("down", help="stop a running supervisor and everything it runs")
+    down = verbs.add_parser("down", help="stop a running supervisor and everything it runs", parents=[where_after])
     down.add_argument("topology_file", metavar="TOPOLOGY", nargs="?", help=f"default ./{DEFAULT_TOPOLOGY}")
     verbs.add_parser("fetch", help="download the Kafka and Hazelcast jars into the jar cache")
-    verbs.add_parser("console", help="attach an interactive console to a running supervisor")
+    verbs.add_parser("console", help="attach an interactive console to a running supervisor", parents=[where_after])
     for name, command in all_commands().items():
         if name in LOCAL_VERBS:  # `down` here signals the pid; in the console it is the command
             continue
-        sub = verbs.add_parser(name, help=command.help, description=command.help)
+        sub = verbs.add_parser(name, help=command.help, description=command.help, parents=[where_after])
         command.configure_parser(sub)
     return parser
 
 
 def _verb_argv(argv: Sequence[str], verb: str) -> list[str]:
-    """The part of argv from the verb on, as typed (global options come before the verb)."""
+    """The verb and its arguments as typed, without the options that find the supervisor."""
+    out: list[str] = []
     index = 0
     while index < len(argv):
         arg = argv[index]
-        if arg in ("--runtime-dir", "-t", "--topology"):
+        if arg in _WHERE_OPTIONS:
             index += 2
             continue
-        if arg == verb:
-            return list(argv[index:])
+        if arg.startswith(("--runtime-dir=", "--topology=")):
+            index += 1
+            continue
+        if out or arg == verb:
+            out.append(arg)
         index += 1
-    raise CliError(f"cannot find {verb!r} in the command line")
+    if not out:
+        raise CliError(f"cannot find {verb!r} in the command line")
+    return out
 
 
 async def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -160,18 +160,22 @@ class RemoteRunner:
         return [i["name"] for i in instances] + list(dict.fromkeys(i["service"] for i in instances))
 
 
-async def execute_line(runner: Runner, argv: list[str], out: Callable[[str], None]) -> int:
-    """Run one command line, printing through ``out``; returns an exit code (0 ok, 2 usage, 1 other).
+async def execute_line(
+    runner: Runner, argv: list[str], out: Callable[[str], None], err: Callable[[str], None] | None = None
+) -> int:
+    """Run one command line, printing through ``out`` (errors through ``err``, default ``out``);
+    returns an exit code (0 ok, 2 usage error or unknown target, 1 other failure).
 
     ``logs -f`` and ``events -f`` stream until cancelled; ``--json`` prints the reply's data.
     """
+    err = err or out
     try:
         _, args = parse(argv)
     except HelpRequested as help_:
         out(help_.text.rstrip())
         return 0
     except UsageError as exc:
-        out(str(exc))
+        err(str(exc))
         return 2
     if getattr(args, "follow", False):
         try:
@@ -182,10 +186,10 @@ async def execute_line(runner: Runner, argv: list[str], out: Callable[[str], Non
                 async for event in runner.stream_events(args.lines):
                     out(format_event(event))
         except UsageError as exc:
-            out(f"error: {exc}")
+            err(f"error: {exc}")
             return 2
         except Exception as exc:  # noqa: BLE001 - UnknownTarget in process, connection loss remotely
-            out(f"error: {exc}")
+            err(f"error: {exc}")
             return 1
         return 0
     reply = await runner.run(argv)
@@ -195,7 +199,7 @@ async def execute_line(runner: Runner, argv: list[str], out: Callable[[str], Non
         if reply.text:
             out(reply.text)
     else:
-        out(f"error: {reply.error or reply.text}")
+        err(f"error: {reply.error or reply.text}")
     if reply.ok:
         return 0
     return 2 if reply.usage_error else 1

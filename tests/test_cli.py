@@ -1,0 +1,117 @@
+"""The CLI as a user runs it: `up` as a real child process, one-shot verbs, `down`, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import yaml
+
+from tests.fixtures_front import (  # noqa: F401 - up_process is a fixture
+    REPO,
+    UpProcess,
+    cli,
+    standin_topology,
+    start_up,
+    stop_up,
+    up_process,
+    write_topology,
+)
+
+
+async def test_one_shot_status_json(up_process: UpProcess) -> None:
+    state = up_process.state()
+    assert state["pid"] == up_process.proc.pid and state["url"].startswith("http://127.0.0.1:")
+    assert f"config server {state['url']}" in up_process.text()
+
+    result = cli("-t", str(up_process.topology), "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["config_server"] == state["url"]
+    assert [i["name"] for i in data["instances"]] == ["logging-1", "logging-2", "messages-1"]
+    for inst in data["instances"]:
+        assert {"name", "service", "kind", "managed", "state", "pid", "address", "uptime", "restarts",
+                "last_exit"} <= set(inst)
+        assert inst["state"] == "RUNNING" and inst["managed"] is True
+
+    table = cli("--runtime-dir", str(up_process.paths.root), "status")
+    assert table.returncode == 0 and "NAME" in table.stdout and "messages-1" in table.stdout
+
+
+async def test_one_shot_errors_and_help(up_process: UpProcess) -> None:
+    where = ("-t", str(up_process.topology))
+    unknown = cli(*where, "kill", "loging-1")
+    assert unknown.returncode == 2
+    assert "'loging-1'" in unknown.stderr and "logging-1" in unknown.stderr
+    usage = cli(*where, "scale", "logging")
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    helped = cli("kill", "--help")
+    assert helped.returncode == 0 and "TARGET" in helped.stdout
+    logs = cli(*where, "logs", "logging-1", "-n", "3")
+    assert logs.returncode == 0 and "standin logging-1 listening" in logs.stdout
+
+
+async def test_logs_follow_until_ctrl_c(up_process: UpProcess) -> None:
+    follow = subprocess.Popen([sys.executable, "-m", "supervisor", "-t", str(up_process.topology), "logs", "messages-1",
+                               "-f", "-n", "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        line = follow.stdout.readline()  # the tail line, then it keeps following
+        assert "messages-1" in line
+        assert follow.poll() is None
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=20) == 0
+    finally:
+        follow.kill()
+        follow.wait()
+
+
+async def test_second_up_is_refused_and_down_stops_everything(up_process: UpProcess) -> None:
+    again = cli("up", str(up_process.topology), timeout=60)
+    assert again.returncode == 1
+    assert f"pid {up_process.proc.pid}" in again.stderr and "already" not in again.stdout
+    assert "another supervisor" in again.stderr
+
+    children = psutil.Process(up_process.proc.pid).children(recursive=True)
+    assert len(children) == 3
+    down = cli("down", str(up_process.topology), timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert up_process.proc.wait(timeout=30) == 0
+    assert not up_process.paths.state_file.exists()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    assert "stopping everything" in up_process.text()
+    again = cli("status", "-t", str(up_process.topology))
+    assert again.returncode == 1 and "no supervisor is running" in again.stderr
+
+
+async def test_sigint_stops_everything_and_exits_0(tmp_path: Path) -> None:
+    up = await start_up(tmp_path)
+    try:
+        children = psutil.Process(up.proc.pid).children(recursive=True)
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(timeout=60) == 0, up.text()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+    finally:
+        assert not stop_up(up)
+
+
+async def test_bad_topology_and_no_supervisor(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    data = standin_topology(tmp_path / "rt")
+    data["kafka"]["brokers"] = "many"
+    bad.write_text(yaml.safe_dump(data))
+    result = cli("up", str(bad))
+    assert result.returncode == 1 and "kafka.brokers" in result.stderr and "many" in result.stderr
+    missing = cli("up", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1 and "nope.yaml" in missing.stderr
+    topology = write_topology(tmp_path)
+    none = cli("-t", str(topology), "status")
+    assert none.returncode == 1 and "no supervisor is running" in none.stderr
+    down = cli("down", str(topology))
+    assert down.returncode == 0 and "no supervisor is running" in down.stdout
