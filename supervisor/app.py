@@ -152,8 +152,9 @@ class Supervisor:
         kafka_spec, hz_spec = self.topology.kafka, self.topology.hazelcast
         local = [side for side, spec in (("kafka", kafka_spec), ("hazelcast", hz_spec)) if spec.backend != "external"]
         if "docker" in (kafka_spec.backend, hz_spec.backend):
-            found = "no engine reachable" if shutil.which("docker") else "docker CLI not found"
-            raise SupervisorError(f"docker backend: {found} (use backend: local or external)")
+            found = "not supported by this supervisor yet" if shutil.which("docker") else "docker CLI not found"
+            raise SupervisorError(f"docker backend: {found} (use backend: local, or external "
+                                  "with `docker compose up` started by hand)")
         if not local:
             return
         from supervisor import runtime
