@@ -83,8 +83,20 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _all_running(address: SupervisorAddress) -> bool:
-    """True once every instance is RUNNING (asked through the control API, as a user would)."""
+def expected_instances(topology: dict[str, Any]) -> set[str]:
+    """Every instance name the topology declares (the supervisor adds them as it goes)."""
+    names: set[str] = set()
+    if topology.get("kafka", {}).get("backend", "local") != "external":
+        names |= {f"kafka-{i}" for i in range(1, topology["kafka"].get("brokers", 3) + 1)}
+    if topology.get("hazelcast", {}).get("backend", "local") != "external":
+        names |= {f"hazelcast-{i}" for i in range(1, topology["hazelcast"].get("members", 3) + 1)}
+    for service, spec in topology.get("services", {}).items():
+        names |= {f"{service}-{i}" for i in range(1, (spec or {}).get("instances", 1) + 1)}
+    return names
+
+
+def _all_running(address: SupervisorAddress, expected: set[str]) -> bool:
+    """True once every expected instance is RUNNING (asked through the control API, as a user would)."""
     request = urllib.request.Request(
         f"{address.url}/control/command",
         data=json.dumps({"argv": ["status", "--json"]}).encode(),
@@ -96,7 +108,8 @@ def _all_running(address: SupervisorAddress) -> bool:
     except (urllib.error.URLError, OSError, ValueError):
         return False
     instances = (reply.get("data") or {}).get("instances") or []
-    return bool(instances) and all(inst["state"] == "RUNNING" for inst in instances)
+    running = {inst["name"] for inst in instances if inst["state"] == "RUNNING"}
+    return expected <= running
 
 
 def logs_digest(paths: RuntimePaths, output_path: Path, lines: int = 30) -> str:
@@ -116,6 +129,7 @@ def launch(topology: dict[str, Any], workdir: Path, timeout: float = START_TIMEO
     topo_path.write_text(yaml.safe_dump(topology, sort_keys=False))
     paths = RuntimePaths(Path(topology["runtime_dir"]))
     output_path = workdir / "supervisor.out"
+    expected = expected_instances(topology)
     with open(output_path, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "up", str(topo_path)],
@@ -128,7 +142,7 @@ def launch(topology: dict[str, Any], workdir: Path, timeout: float = START_TIMEO
             raise RuntimeError(f"supervisor exited with {proc.returncode}\n{logs_digest(paths, output_path)}")
         if paths.state_file.exists() and paths.token.exists():
             address = SupervisorAddress.from_runtime_dir(paths)
-            if _all_running(address):
+            if _all_running(address, expected):
                 return LaunchedPipeline(proc, paths, address, output_path)
         time.sleep(0.5)  # polling the ready condition, within the deadline above
     launched = LaunchedPipeline(proc, paths, SupervisorAddress("", ""), output_path)
