@@ -81,7 +81,9 @@ class Console:
                 except Exception:  # noqa: BLE001 - completion is a convenience, never a failure
                     self._names = []
                 try:
-                    line = await self._session.prompt_async("pipeline> ")
+                    # handle_sigint=False: prompt_toolkit would replace the supervisor's SIGINT
+                    # handler and then remove it (Ctrl-C at the prompt is a key press anyway)
+                    line = await self._session.prompt_async("pipeline> ", handle_sigint=False)
                 except KeyboardInterrupt:
                     continue
                 except EOFError:
