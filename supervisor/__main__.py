@@ -77,7 +77,8 @@ class _PrintHandler(logging.Handler):
 def _setup_logging(began: float) -> None:
     class _Elapsed(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            return f"[{record.created - began:6.1f}s] {record.getMessage()}"
+            text = f"[{record.created - began:6.1f}s] {record.getMessage()}"
+            return f"{text}\n{self.formatException(record.exc_info)}" if record.exc_info else text
 
     handler = _PrintHandler()
     handler.setFormatter(_Elapsed())

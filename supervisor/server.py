@@ -5,6 +5,7 @@ routes (Bearer token from ``control.token``). Every error is a JSON body with a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiohttp import web
 
 from supervisor.commands import failure, run_command
-from supervisor.commands.logtail import follow, tail_lines
+from supervisor.commands.logtail import follow, tail_many
 from supervisor.registry import RegistryError
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return error(exc.status, exc.reason if exc.status in (404, 405) else (exc.text or exc.reason))
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise  # the client went away (a stream reader pressed Ctrl-C): nothing to answer
     except Exception as exc:  # noqa: BLE001 - a bug in a handler must still answer with JSON
         log.exception("%s %s failed", request.method, request.path)
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
@@ -166,7 +167,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         return error(400, f"recent must be an integer, got {request.query['recent']!r}")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    with request.app[SERVER_KEY].streaming():
+    with request.app[SERVER_KEY].streaming(), contextlib.suppress(ConnectionResetError):
         async with sup.events.subscribe(replay=max(recent, 0)) as subscription:
             async for event in subscription:
                 await response.write(json.dumps(event.to_json()).encode() + b"\n")
@@ -189,14 +190,11 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     if request.query.get("follow") in ("1", "true", "yes"):
-        with request.app[SERVER_KEY].streaming():
+        with request.app[SERVER_KEY].streaming(), contextlib.suppress(ConnectionResetError):
             async for line in follow(paths, lines=lines):
                 await response.write(line.encode() + b"\n")
-    else:
-        prefix = len(paths) > 1
-        for name, path in paths.items():
-            for line in tail_lines(path, lines):
-                await response.write((f"{name} | {line}" if prefix else line).encode() + b"\n")
+        return response
+    await response.write("".join(f"{line}\n" for line in tail_many(paths, lines)).encode())
     await response.write_eof()
     return response
 

@@ -16,6 +16,7 @@ import psutil
 
 from supervisor.commands import HelpRequested, Reply, UsageError, failure, known_names, parse, run_command
 from supervisor.commands.events import format_event
+from supervisor.commands.logs import log_paths
 from supervisor.commands.logtail import follow
 from supervisor.paths import RuntimePaths
 
@@ -44,8 +45,7 @@ class LocalRunner:
         return await run_command(self.sup, argv)
 
     async def stream_logs(self, target: str, lines: int) -> AsyncIterator[str]:
-        paths = {inst.name: self.sup.paths.log(inst.name) for inst in self.sup.resolve(target)}
-        async for line in follow(paths, lines=lines):
+        async for line in follow(log_paths(self.sup, target), lines=lines):
             yield line
 
     async def stream_events(self, recent: int) -> AsyncIterator[dict[str, Any]]:

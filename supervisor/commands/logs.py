@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.commands import Command, CommandError, Reply
-from supervisor.commands.logtail import tail_lines
+from supervisor.commands.logtail import tail_many
 
 if TYPE_CHECKING:
     from supervisor.app import Supervisor
@@ -32,10 +32,7 @@ async def _execute(sup: "Supervisor", args: argparse.Namespace) -> Reply:
     if args.lines < 0:
         raise CommandError(f"logs: -n must be >= 0, got {args.lines}")
     paths = log_paths(sup, args.target)
-    prefix = len(paths) > 1
-    out: list[str] = []
-    for name, path in paths.items():
-        out.extend(f"{name} | {line}" if prefix else line for line in tail_lines(path, args.lines))
+    out = tail_many(paths, args.lines)
     return Reply(ok=True, text="\n".join(out), data={"lines": out, "files": {n: str(p) for n, p in paths.items()}})
 
 

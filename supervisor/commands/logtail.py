@@ -31,6 +31,16 @@ def tail_lines(path: Path, n: int) -> list[str]:
     return lines[-n:]
 
 
+def _label(name: str, line: str, prefix: bool) -> str:
+    return f"{name} | {line}" if prefix else line
+
+
+def tail_many(paths: dict[str, Path], n: int) -> list[str]:
+    """The last ``n`` lines of each file; with several files each line starts with ``<name> | ``."""
+    prefix = len(paths) > 1
+    return [_label(name, line, prefix) for name, path in paths.items() for line in tail_lines(path, n)]
+
+
 async def follow(paths: dict[str, Path], *, lines: int) -> AsyncIterator[str]:
     """Yield the last ``lines`` of each file, then every new line as it is written.
 
@@ -38,13 +48,10 @@ async def follow(paths: dict[str, Path], *, lines: int) -> AsyncIterator[str]:
     Polls the sizes; a file that shrinks (truncated, recreated) is read again from the start.
     """
     prefix = len(paths) > 1
-    offsets: dict[str, int] = {}
-    partial: dict[str, bytes] = {}
-    for name, path in paths.items():
-        for line in tail_lines(path, lines):
-            yield f"{name} | {line}" if prefix else line
-        offsets[name] = path.stat().st_size if path.exists() else 0
-        partial[name] = b""
+    offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in paths.items()}
+    partial = {name: b"" for name in paths}
+    for line in tail_many(paths, lines):
+        yield line
     while True:
         for name, path in paths.items():
             try:
@@ -61,6 +68,5 @@ async def follow(paths: dict[str, Path], *, lines: int) -> AsyncIterator[str]:
             offsets[name] += len(chunk)
             *complete, partial[name] = (partial[name] + chunk).split(b"\n")
             for raw in complete:
-                line = raw.decode(errors="replace")
-                yield f"{name} | {line}" if prefix else line
+                yield _label(name, raw.decode(errors="replace"), prefix)
         await asyncio.sleep(FOLLOW_INTERVAL)  # polling the files for growth
