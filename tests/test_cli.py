@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from tests.conftest import Pipeline
 from tests.fixtures_front import (  # noqa: F401 - up_process is a fixture
     REPO,
     UpProcess,
@@ -115,3 +116,25 @@ async def test_bad_topology_and_no_supervisor(tmp_path: Path) -> None:
     assert none.returncode == 1 and "no supervisor is running" in none.stderr
     down = cli("down", str(topology))
     assert down.returncode == 0 and "no supervisor is running" in down.stdout
+
+
+async def test_leaders_and_status_against_the_real_pipeline(pipeline: Pipeline) -> None:
+    """Real Kafka brokers: `leaders --json` names brokers kafka-<id>; `status` shows what each leads."""
+    where = ("--runtime-dir", str(pipeline.paths.root))
+    result = cli(*where, "leaders", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    brokers = {"kafka-1", "kafka-2", "kafka-3"}
+    assert rows and {row["topic"] for row in rows} == {"messages"}
+    assert sorted(row["partition"] for row in rows) == list(range(len(rows)))
+    for row in rows:
+        assert row["leader"] in brokers and set(row["replicas"]) == brokers and set(row["isr"]) == brokers
+
+    status = cli(*where, "status", "--json", timeout=120)
+    assert status.returncode == 0, status.stderr
+    by_name = {inst["name"]: inst for inst in json.loads(status.stdout)["instances"]}
+    assert {by_name[b]["kind"] for b in brokers} == {"kafka"}
+    led = sorted(p for b in brokers for p in by_name[b]["leads"])
+    assert led == sorted(f"messages/{row['partition']}" for row in rows)
+    table = cli(*where, "status", timeout=120)
+    assert "LEADS" in table.stdout and "messages/0" in table.stdout
