@@ -315,26 +315,26 @@ async def ensure_topic(bootstrap: str, topic: TopicSpec, timeout: float) -> None
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:g}s creating topic {topic.name!r}: {last}")
         await asyncio.sleep(0.5)
-    await wait_until(
-        lambda: _check_topic_shape(bootstrap, topic),
-        timeout=max(1.0, deadline - time.monotonic()),
-        interval=0.3,
-        what=f"topic {topic.name!r} in the metadata",
-    )
+    partitions: list[PartitionInfo] = []
+
+    async def present() -> bool:
+        nonlocal partitions
+        partitions = await describe_partitions(bootstrap, topic.name)
+        return bool(partitions)
+
+    await wait_until(present, timeout=max(1.0, deadline - time.monotonic()), interval=0.3,
+                     what=f"topic {topic.name!r} in the metadata")
+    _check_topic_shape(topic, partitions)
 
 
-async def _check_topic_shape(bootstrap: str, topic: TopicSpec) -> bool:
-    partitions = await describe_partitions(bootstrap, topic.name)
-    if not partitions:
-        return False
-    replication = {len(p.replicas) for p in partitions}
-    if len(partitions) != topic.partitions or replication != {topic.replication_factor}:
+def _check_topic_shape(topic: TopicSpec, partitions: list[PartitionInfo]) -> None:
+    replication = sorted({len(p.replicas) for p in partitions})
+    if len(partitions) != topic.partitions or replication != [topic.replication_factor]:
         raise KafkaAdminError(
             f"topic {topic.name!r} exists with {len(partitions)} partitions and replication factor "
-            f"{sorted(replication)}, the topology asks for {topic.partitions} and "
+            f"{'/'.join(map(str, replication))}, the topology asks for {topic.partitions} and "
             f"{topic.replication_factor}: delete the topic or the runtime directory"
         )
-    return True
 
 
 async def describe_partitions(bootstrap: str, topic: str) -> list[PartitionInfo]:
