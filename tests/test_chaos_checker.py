@@ -58,3 +58,12 @@ def test_write_stall_is_the_longest_gap_from_the_fault_on() -> None:
     attempts = [attempt(1, 201, 1.0), attempt(2, 201, 2.0), attempt(3, 503, 3.0), attempt(4, 201, 6.5), attempt(5, 201, 7.0)]
     assert write_stall(attempts, since=2.5) == 4.0
     assert write_stall(attempts, since=None) == 0.0
+
+
+def test_other_runs_messages_are_out_of_scope() -> None:
+    from supervisor.chaos.checker import scoped
+
+    held = Holdings(messages={"messages-1": ["run-1", "old-7", "old-7"]}, logging=["run-1", "old-7"],
+                    topic=Counter({"run-1": 1, "old-7": 2}))
+    report = check([attempt(1, 201, 1.0)], scoped(held, "run"))
+    assert report.ok and report.unexpected == [] and report.duplicated == {}

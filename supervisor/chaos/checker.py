@@ -75,6 +75,17 @@ def _failure_reason(attempt: Attempt) -> str:
     return f"HTTP {attempt.status}"
 
 
+def scoped(holdings: Holdings, run_id: str) -> Holdings:
+    """Only this run's messages (ids `{run_id}-{i}`): a shared system also holds earlier runs'."""
+    prefix = f"{run_id}-"
+    mine = lambda ids: [i for i in ids if i.startswith(prefix)]  # noqa: E731
+    return Holdings(
+        messages={name: mine(ids) for name, ids in holdings.messages.items()},
+        logging=mine(holdings.logging),
+        topic=Counter({i: n for i, n in holdings.topic.items() if i.startswith(prefix)}),
+    )
+
+
 def check(attempts: list[Attempt], holdings: Holdings, *, fault_at: float | None = None) -> Report:
     finished = [a for a in attempts if a.finished]
     acked = [a for a in finished if a.acknowledged]

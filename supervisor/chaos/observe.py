@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from supervisor.chaos.checker import Holdings
 from supervisor.client import SupervisorClient
+from supervisor.kafka import describe_partitions
 
 
 def ids_of(payload: Any) -> list[str]:
@@ -61,9 +62,8 @@ def _record_id(key: bytes | None, value: bytes | None) -> str | None:
         return None
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # a metadata request, so that partitions_for_topic knows the topic
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p.partition) for p in await describe_partitions(bootstrap, topic)]
 
 
 async def read_topic_ids(bootstrap: str, topic: str, timeout: float = 30.0) -> Counter[str]:
@@ -71,14 +71,17 @@ async def read_topic_ids(bootstrap: str, topic: str, timeout: float = 30.0) -> C
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topic)
+        partitions = await _partitions(bootstrap, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         ids: Counter[str] = Counter()
 
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in partitions])
+
         async def drain() -> None:
-            while any(await consumer.position(tp) < end[tp] for tp in partitions):
+            while await behind():
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():
                     for record in records:
@@ -97,12 +100,9 @@ async def group_lag(bootstrap: str, topic: str, group: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=group)
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topic)
-        end = await consumer.end_offsets(partitions)
-        lag = {}
-        for tp in partitions:
-            committed = await consumer.committed(tp)
-            lag[tp.partition] = end[tp] - (committed or 0)
-        return lag
+        partitions = await _partitions(bootstrap, topic)
+        committed = {tp: await consumer.committed(tp) or 0 for tp in partitions}
+        end = await consumer.end_offsets(partitions)  # after the commits: consumers may be moving
+        return {tp.partition: max(0, end[tp] - committed[tp]) for tp in partitions}
     finally:
         await consumer.stop()

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from supervisor.chaos.checker import Report, check
+from supervisor.chaos.checker import Report, check, scoped
 from supervisor.chaos.observe import read_holdings
 from supervisor.chaos.scenarios import Scenario
 from supervisor.chaos.steps import ChaosContext
@@ -29,7 +29,7 @@ async def run_scenario(
     finally:
         if ctx.background is not None:
             await ctx.background
-    holdings = await read_holdings(client)
+    holdings = scoped(await read_holdings(client), run_id)
     report = check(ctx.run.attempts, holdings, fault_at=ctx.fault_at)
     if scenario.no_failed_posts and report.failed:
         report.notes.append(f"{report.failed} POSTs failed where none may")

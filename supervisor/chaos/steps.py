@@ -144,8 +144,10 @@ class KillLeader(Step):
         partitions = {p["partition"]: p for p in await ctx.partitions()}
         busiest = max(partitions, key=lambda p: (lag.get(p, 0), -p))
         leader = partitions[busiest]["leader"]
-        ctx.say(f"  unconsumed per partition: {dict(sorted(lag.items()))}; partition {busiest} holds the most, "
-                f"so its leader {leader} is the one whose loss would hurt")
+        tie = sum(1 for v in lag.values() if v == lag.get(busiest, 0)) > 1
+        why = "the partitions tie, so the lowest is taken" if tie else f"partition {busiest} holds the most"
+        ctx.say(f"  unconsumed per partition: {dict(sorted(lag.items()))}; {why}: killing its leader {leader} "
+                f"puts the most unconsumed messages at risk")
         ctx.facts.update(partition=busiest, old_leader=leader, unconsumed=lag)
         await _kill(ctx, leader)
 
