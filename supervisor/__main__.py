@@ -176,7 +176,10 @@ async def _up(topology_path: str) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
 
     exit_code = 0
-    await server.start()  # first: workers fetch /config while they start
+    try:
+        await server.start()  # first: workers fetch /config while they start
+    except OSError as exc:
+        raise CliError(f"config server cannot listen on {server.url}: {exc.strerror or exc}") from None
     _write_state(paths, server.url)
     try:
         log.info("runtime dir %s", paths.root)

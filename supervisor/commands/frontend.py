@@ -71,6 +71,14 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def _is_supervisor(pid: int) -> bool:
+    """The pid runs `-m supervisor` (not an unrelated process that got a recycled pid)."""
+    try:
+        return "supervisor" in psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+
+
 def read_state(paths: RuntimePaths) -> dict[str, Any] | None:
     """supervisor.json if it names a live process, else None."""
     try:
@@ -78,7 +86,7 @@ def read_state(paths: RuntimePaths) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     pid = state.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid):
+    if not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid) or not _is_supervisor(pid):
         return None
     return state
 
