@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from supervisor.paths import RuntimePaths
 from tests.conftest import Pipeline
 from tests.fixtures_front import (  # noqa: F401 - up_process is a fixture
     REPO,
@@ -138,3 +139,19 @@ async def test_leaders_and_status_against_the_real_pipeline(pipeline: Pipeline) 
     assert led == sorted(f"messages/{row['partition']}" for row in rows)
     table = cli(*where, "status", timeout=120)
     assert "LEADS" in table.stdout and "messages/0" in table.stdout
+
+
+async def test_busy_config_server_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        data = standin_topology(tmp_path / "rt")
+        data["config_server"]["port"] = busy.getsockname()[1]
+        topology = tmp_path / "busy.yaml"
+        topology.write_text(yaml.safe_dump(data))
+        result = cli("up", str(topology))
+    assert result.returncode == 1
+    assert f"cannot listen on http://127.0.0.1:{data['config_server']['port']}" in result.stderr
+    assert not RuntimePaths(tmp_path / "rt").state_file.exists()
