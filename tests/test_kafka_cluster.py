@@ -1,6 +1,6 @@
 """The local KRaft cluster as the pipeline uses it: durable produce, leader failover, topic setup.
 
-Real brokers (tests/fixtures_infra.py), free ports, a random topic per test.
+Real brokers (tests/fixtures_kafka_cluster.py), free ports, a random topic per test.
 Run: .venv/bin/python -m pytest tests/test_kafka_cluster.py -x -s   (-s shows the measured stall)
 """
 
@@ -18,7 +18,7 @@ from supervisor import kafka
 from supervisor.deadline import wait_until
 from supervisor.runtime import RuntimeSetupError, ensure_jars
 from supervisor.topology import TopicSpec
-from tests.fixtures_infra import InfraCluster, processes_under
+from tests.fixtures_infra import KafkaCluster, processes_under
 
 pytest_plugins = ["tests.fixtures_infra"]
 
@@ -56,68 +56,68 @@ async def read_topic(bootstrap: str, topic: TopicSpec) -> list[bytes]:
     return [value for part in parts for value in part]
 
 
-async def test_cluster_reports_three_live_brokers(infra: InfraCluster) -> None:
-    assert await kafka.live_broker_ids(infra.bootstrap) == {1, 2, 3}
-    assert len(processes_under(infra.paths.root)) == 6  # the leftover check can see what runs
+async def test_cluster_reports_three_live_brokers(kafka_cluster: KafkaCluster) -> None:
+    assert await kafka.live_broker_ids(kafka_cluster.bootstrap) == {1, 2, 3}
+    assert len(processes_under(kafka_cluster.paths.root)) == 3  # the leftover check sees what runs
 
 
-async def test_produce_200_with_acks_all_and_read_them_back(infra: InfraCluster) -> None:
-    topic = infra.topic(partitions=2)
-    await kafka.ensure_topic(infra.bootstrap, topic, timeout=60)
-    producer = durable_producer(infra.bootstrap)
+async def test_produce_200_with_acks_all_and_read_them_back(kafka_cluster: KafkaCluster) -> None:
+    topic = kafka_cluster.topic(partitions=2)
+    await kafka.ensure_topic(kafka_cluster.bootstrap, topic, timeout=60)
+    producer = durable_producer(kafka_cluster.bootstrap)
     await producer.start()
     try:
         sent = [f"m-{i}".encode() for i in range(200)]
         await asyncio.gather(*[await producer.send(topic.name, value, key=value) for value in sent])
     finally:
         await producer.stop()
-    received = await read_topic(infra.bootstrap, topic)
+    received = await read_topic(kafka_cluster.bootstrap, topic)
     assert sorted(received) == sorted(sent)
 
 
-async def test_topic_has_full_isr_and_durability_configs(infra: InfraCluster) -> None:
-    topic = infra.topic(partitions=3)
-    await kafka.ensure_topic(infra.bootstrap, topic, timeout=60)
-    await kafka.wait_isr_full(infra.bootstrap, topic, timeout=60)
-    partitions = await kafka.describe_partitions(infra.bootstrap, topic.name)
+async def test_topic_has_full_isr_and_durability_configs(kafka_cluster: KafkaCluster) -> None:
+    topic = kafka_cluster.topic(partitions=3)
+    await kafka.ensure_topic(kafka_cluster.bootstrap, topic, timeout=60)
+    await kafka.wait_isr_full(kafka_cluster.bootstrap, topic, timeout=60)
+    partitions = await kafka.describe_partitions(kafka_cluster.bootstrap, topic.name)
     assert [p.partition for p in partitions] == [0, 1, 2]
     assert all(sorted(p.replicas) == [1, 2, 3] and p.leader in p.replicas for p in partitions)
-    async with kafka.admin_client(infra.bootstrap) as admin:
+    async with kafka.admin_client(kafka_cluster.bootstrap) as admin:
         [reply] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic.name)])
     configs = {entry[0]: entry[1] for entry in reply.resources[0][4]}
     assert configs["min.insync.replicas"] == "2"
     assert configs["unclean.leader.election.enable"] == "false"
 
 
-async def test_ensure_topic_is_idempotent_and_rejects_a_different_shape(infra: InfraCluster) -> None:
-    topic = infra.topic(partitions=2)
-    await kafka.ensure_topic(infra.bootstrap, topic, timeout=60)
-    await kafka.ensure_topic(infra.bootstrap, topic, timeout=60)
+async def test_ensure_topic_is_idempotent_and_rejects_a_different_shape(kafka_cluster: KafkaCluster) -> None:
+    topic = kafka_cluster.topic(partitions=2)
+    await kafka.ensure_topic(kafka_cluster.bootstrap, topic, timeout=60)
+    await kafka.ensure_topic(kafka_cluster.bootstrap, topic, timeout=60)
     bigger = TopicSpec(topic.name, 4, topic.replication_factor, topic.min_insync_replicas)
     with pytest.raises(kafka.KafkaAdminError, match="exists with 2 partitions.*asks for 4"):
-        await kafka.ensure_topic(infra.bootstrap, bigger, timeout=30)
+        await kafka.ensure_topic(kafka_cluster.bootstrap, bigger, timeout=30)
 
 
-async def test_ensure_topic_names_an_impossible_replication_factor(infra: InfraCluster) -> None:
-    topic = TopicSpec(infra.topic().name, 1, 5, 2)
+async def test_ensure_topic_names_an_impossible_replication_factor(kafka_cluster: KafkaCluster) -> None:
+    topic = TopicSpec(kafka_cluster.topic().name, 1, 5, 2)
     with pytest.raises(TimeoutError, match="InvalidReplicationFactor"):
-        await kafka.ensure_topic(infra.bootstrap, topic, timeout=3)
+        await kafka.ensure_topic(kafka_cluster.bootstrap, topic, timeout=3)
 
 
-async def test_auto_topic_creation_is_off(infra: InfraCluster) -> None:
-    name = infra.topic().name
+async def test_auto_topic_creation_is_off(kafka_cluster: KafkaCluster) -> None:
+    name = kafka_cluster.topic().name
     with pytest.raises(kafka.KafkaAdminError, match="unknown topic"):
-        await kafka.describe_partitions(infra.bootstrap, name)
+        await kafka.describe_partitions(kafka_cluster.bootstrap, name)
 
 
-async def test_prepare_again_reuses_the_formatted_storage(infra: InfraCluster) -> None:
-    meta = infra.paths.kafka_dir("kafka-1") / "data" / "meta.properties"
+async def test_prepare_again_reuses_the_formatted_storage(kafka_cluster: KafkaCluster) -> None:
+    meta = kafka_cluster.paths.kafka_dir("kafka-1") / "data" / "meta.properties"
     before = meta.stat().st_mtime_ns
-    specs = await kafka.prepare_brokers(infra.topology, infra.paths, ensure_jars())
+    specs = await kafka.prepare_brokers(kafka_cluster.topology, kafka_cluster.paths, ensure_jars())
     assert [s.name for s in specs] == ["kafka-1", "kafka-2", "kafka-3"]
-    assert [s.argv for s in specs] == [infra.specs[s.name].argv for s in specs]
+    assert [s.argv for s in specs] == [kafka_cluster.specs[s.name].argv for s in specs]
     assert meta.stat().st_mtime_ns == before
-    assert kafka.formatted_cluster_id(meta.parent) == kafka.load_cluster_id(infra.paths)
+    assert kafka.formatted_cluster_id(meta.parent) == kafka.load_cluster_id(kafka_cluster.paths)
 
 
 async def test_storage_of_another_cluster_is_refused(tmp_path) -> None:
@@ -148,26 +148,26 @@ async def produce_until_stopped(producer: AIOKafkaProducer, topic: str, log: Pro
         log.acked.append((time.monotonic(), value))
 
 
-async def test_partition_leader_sigkilled_while_producing(infra: InfraCluster) -> None:
-    topic = infra.topic(partitions=2)
-    await kafka.ensure_topic(infra.bootstrap, topic, timeout=60)
-    await kafka.wait_isr_full(infra.bootstrap, topic, timeout=60)
-    [leader] = [p.leader for p in await kafka.describe_partitions(infra.bootstrap, topic.name) if p.partition == 0]
+async def test_partition_leader_sigkilled_while_producing(kafka_cluster: KafkaCluster) -> None:
+    topic = kafka_cluster.topic(partitions=2)
+    await kafka.ensure_topic(kafka_cluster.bootstrap, topic, timeout=60)
+    await kafka.wait_isr_full(kafka_cluster.bootstrap, topic, timeout=60)
+    [leader] = [p.leader for p in await kafka.describe_partitions(kafka_cluster.bootstrap, topic.name) if p.partition == 0]
     assert leader is not None
     victim = f"kafka-{leader}"
 
-    producer = durable_producer(infra.bootstrap)
+    producer = durable_producer(kafka_cluster.bootstrap)
     await producer.start()
     log, stop = ProduceLog(), asyncio.Event()
     task = asyncio.create_task(produce_until_stopped(producer, topic.name, log, stop))
     try:
         await wait_until(lambda: len(log.acked) >= 100, timeout=60, what="100 acks before the kill")
         killed_at = time.monotonic()
-        code = await infra.kill(victim)
+        code = await kafka_cluster.kill(victim)
         acked_at_kill = len(log.acked)
 
         async def new_leader() -> bool:
-            parts = await kafka.describe_partitions(infra.bootstrap, topic.name)
+            parts = await kafka.describe_partitions(kafka_cluster.bootstrap, topic.name)
             return parts[0].leader not in (None, leader)
 
         await wait_until(new_leader, timeout=60, interval=0.2, what=f"a new leader for {topic.name}[0]")
@@ -185,11 +185,11 @@ async def test_partition_leader_sigkilled_while_producing(infra: InfraCluster) -
     assert code == -9
     assert stall < 30
 
-    received = await read_partition(infra.bootstrap, topic.name, 0)
+    received = await read_partition(kafka_cluster.bootstrap, topic.name, 0)
     acked = [value for _, value in log.acked]
     counts = {value: received.count(value) for value in set(received)}
     assert all(counts.get(value) == 1 for value in acked), "an acknowledged record is lost or duplicated"
     assert all(counts.get(value, 0) <= 1 for value in log.failed), "a failed record was written twice"
 
-    await infra.revive_broker(victim, [topic])
-    assert await kafka.live_broker_ids(infra.bootstrap) == {1, 2, 3}
+    await kafka_cluster.revive(victim, [topic])
+    assert await kafka.live_broker_ids(kafka_cluster.bootstrap) == {1, 2, 3}
