@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from supervisor.chaos import cli as chaos_cli
 from supervisor.commands import all_commands
 from supervisor.commands.frontend import (
     LocalRunner,
@@ -30,7 +31,7 @@ from supervisor.paths import RuntimePaths
 
 DEFAULT_TOPOLOGY = "topology.yaml"
 DOWN_TIMEOUT = 180.0
-LOCAL_VERBS = ("up", "down", "fetch", "console")
+LOCAL_VERBS = ("up", "down", "fetch", "console", "chaos")
 _COLOURS = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
 
 log = logging.getLogger("supervisor")
@@ -310,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("topology_file", metavar="TOPOLOGY", nargs="?", help=f"default ./{DEFAULT_TOPOLOGY}")
     verbs.add_parser("fetch", help="download the Kafka and Hazelcast jars into the jar cache")
     verbs.add_parser("console", help="attach an interactive console to a running supervisor", parents=[where_after])
+    chaos = verbs.add_parser("chaos", help="run a fault scenario against the running topology, judged by a checker",
+                             parents=[where_after], epilog="scenarios:\n" + chaos_cli.describe_scenarios(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    chaos_cli.configure_parser(chaos)
     for name, command in all_commands().items():
         if name in LOCAL_VERBS:  # `down` here signals the pid; in the console it is the command
             continue
@@ -347,6 +352,8 @@ async def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     paths = _runtime_dir(args.runtime_dir, args.topology)
     if args.verb == "console":
         return await _console(paths)
+    if args.verb == "chaos":
+        return await chaos_cli.run(paths, args)
     return await _one_shot(paths, _verb_argv(argv, args.verb))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import yaml
 
-from supervisor.client import SupervisorAddress
+from supervisor.commands.frontend import Endpoint, SupervisorNotFound, find_supervisor
 from supervisor.paths import RuntimePaths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def free_port_topology(runtime_dir: Path, source: Path = REPO / "topology.yaml")
 class LaunchedPipeline:
     proc: subprocess.Popen[bytes]
     paths: RuntimePaths
-    address: SupervisorAddress
+    address: Endpoint
     output_path: Path
 
     @property
@@ -95,7 +95,7 @@ def expected_instances(topology: dict[str, Any]) -> set[str]:
     return names
 
 
-def _all_running(address: SupervisorAddress, expected: set[str]) -> bool:
+def _all_running(address: Endpoint, expected: set[str]) -> bool:
     """True once every expected instance is RUNNING (asked through the control API, as a user would)."""
     request = urllib.request.Request(
         f"{address.url}/control/command",
@@ -140,12 +140,14 @@ def launch(topology: dict[str, Any], workdir: Path, timeout: float = START_TIMEO
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"supervisor exited with {proc.returncode}\n{logs_digest(paths, output_path)}")
-        if paths.state_file.exists() and paths.token.exists():
-            address = SupervisorAddress.from_runtime_dir(paths)
-            if _all_running(address, expected):
-                return LaunchedPipeline(proc, paths, address, output_path)
+        try:
+            address = find_supervisor(paths)
+        except SupervisorNotFound:
+            address = None  # not up yet
+        if address is not None and _all_running(address, expected):
+            return LaunchedPipeline(proc, paths, address, output_path)
         time.sleep(0.5)  # polling the ready condition, within the deadline above
-    launched = LaunchedPipeline(proc, paths, SupervisorAddress("", ""), output_path)
+    launched = LaunchedPipeline(proc, paths, Endpoint("", "", proc.pid), output_path)
     digest = logs_digest(paths, output_path)
     launched.stop()
     raise TimeoutError(f"pipeline not ready within {timeout:g}s\n{digest}")

@@ -10,13 +10,13 @@ import pytest
 
 from supervisor.chaos.runner import passed, render_report, run_scenario
 from supervisor.chaos.scenarios import SCENARIOS
-from supervisor.client import SupervisorAddress, SupervisorClient
+from supervisor.client import SupervisorClient
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_scenario(pipeline, name: str) -> None:
     lines: list[str] = []
-    async with SupervisorClient(SupervisorAddress(pipeline.config_url, pipeline.token)) as client:
+    async with SupervisorClient(pipeline.address) as client:
         report, facts = await run_scenario(SCENARIOS[name], client, say=lines.append)
     text = render_report(name, report, facts)
     print("\n".join(lines) + "\n" + text)

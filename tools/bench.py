@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from supervisor.chaos.checker import write_stall  # noqa: E402
 from supervisor.chaos.steps import ChaosContext, KillLeader, Revive  # noqa: E402
-from supervisor.client import SupervisorAddress, SupervisorClient  # noqa: E402
+from supervisor.client import Endpoint, SupervisorClient  # noqa: E402
+from supervisor.commands.frontend import find_supervisor  # noqa: E402
 from supervisor.launcher import free_port_topology, launch  # noqa: E402
 from supervisor.paths import RuntimePaths  # noqa: E402
 from supervisor.topology import load_topology  # noqa: E402
@@ -91,7 +92,7 @@ async def failover(client: SupervisorClient, facade: str, count: int, graceful: 
     return result
 
 
-async def measure(address: SupervisorAddress, quick: bool) -> dict[str, Any]:
+async def measure(address: Endpoint, quick: bool) -> dict[str, Any]:
     count = 400 if quick else 3000
     results: dict[str, Any] = {"quick": quick, "levels": {}, "machine": f"{platform.machine()}, "
                                f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/bench.py" + (" --quick" if args.quick else "")
     if args.attach:
         paths = RuntimePaths(load_topology(args.topology).runtime_dir)
-        results = asyncio.run(measure(SupervisorAddress.from_runtime_dir(paths), args.quick))
+        results = asyncio.run(measure(find_supervisor(paths), args.quick))
     else:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             print("bringing up a throw-away topology on free ports ...", file=sys.stderr)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
 from supervisor.chaos.runner import passed, render_report, run_scenario
 from supervisor.chaos.scenarios import SCENARIOS
-from supervisor.client import SupervisorAddress, SupervisorClient
+from supervisor.client import SupervisorClient
+from supervisor.commands.frontend import find_supervisor
 from supervisor.paths import RuntimePaths
 
 
@@ -23,10 +23,11 @@ def describe_scenarios() -> str:
     return "\n".join(f"  {s.name:24} {s.summary}" for s in SCENARIOS.values())
 
 
-async def _run(paths: RuntimePaths, scenario_name: str, as_json: bool) -> int:
-    address = SupervisorAddress.from_runtime_dir(paths)
+async def run(paths: RuntimePaths, args: argparse.Namespace) -> int:
+    """Exit code: 0 when nothing acknowledged was lost or duplicated and the scenario's promise held."""
+    scenario_name, as_json = args.scenario, args.json
     say = (lambda line: print(line, file=sys.stderr)) if as_json else print
-    async with SupervisorClient(address) as client:
+    async with SupervisorClient(find_supervisor(paths)) as client:
         report, facts = await run_scenario(SCENARIOS[scenario_name], client, say=say)
     if as_json:
         print(json.dumps({"scenario": scenario_name, "passed": passed(report), **report.to_json(), "facts": facts},
@@ -34,8 +35,3 @@ async def _run(paths: RuntimePaths, scenario_name: str, as_json: bool) -> int:
     else:
         print(render_report(scenario_name, report, facts))
     return 0 if passed(report) else 1
-
-
-def run(paths: RuntimePaths, args: argparse.Namespace) -> int:
-    """Exit code: 0 when nothing acknowledged was lost or duplicated and the scenario's promise held."""
-    return asyncio.run(_run(paths, args.scenario, args.json))
