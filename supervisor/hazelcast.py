@@ -113,13 +113,16 @@ async def wait_cluster_size(members: list[str], cluster_name: str, size: int, ti
         client = await _connect(members, cluster_name, timeout)
     except Exception as exc:  # noqa: BLE001 - the client raises several kinds; one clear message
         raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}: cannot connect ({exc})") from exc
+    seen: list[str] = []
+
+    def complete() -> bool:
+        seen[:] = [f"{m.address.host}:{m.address.port}" for m in client.cluster_service.get_members()]
+        return len(seen) == size
+
     try:
-        await wait_until(
-            lambda: len(client.cluster_service.get_members()) == size,
-            timeout=max(0.0, deadline - time.monotonic()),
-            interval=0.2,
-            what=what,
-        )
+        await wait_until(complete, timeout=max(0.0, deadline - time.monotonic()), interval=0.2, what=what)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; the cluster has {len(seen)}: {', '.join(seen)}") from exc
     finally:
         await client.shutdown()
 

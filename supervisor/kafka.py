@@ -73,14 +73,6 @@ def broker_names(spec: KafkaSpec) -> list[str]:
     return [f"kafka-{i}" for i in range(1, spec.brokers + 1)]
 
 
-def node_id(name: str) -> int:
-    """`kafka-2` -> 2."""
-    prefix, _, number = name.rpartition("-")
-    if prefix != "kafka" or not number.isdigit():
-        raise ValueError(f"not a broker name: {name!r} (expected kafka-<n>)")
-    return int(number)
-
-
 def broker_properties(spec: KafkaSpec, node: int, data_dir: Path) -> dict[str, str]:
     """server.properties of broker `node` (1-based): combined broker+controller, loopback only."""
     brokers = spec.brokers
