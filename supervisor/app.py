@@ -268,7 +268,7 @@ class Supervisor:
         await self._one(name).stop()
 
     async def start_instance(self, name: str) -> None:
-        """Start and wait for RUNNING (or InstanceError saying how the attempt ended)."""
+        """Start and wait for RUNNING (or StartFailed saying how the attempt ended)."""
         inst = self._one(name)
         await inst.start()
         await inst.wait_started()

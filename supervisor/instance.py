@@ -32,7 +32,17 @@ KINDS = ("kafka", "hazelcast", "worker")
 
 
 class InstanceError(Exception):
-    """A command that makes no sense in the instance's current state (e.g. kill a stopped one)."""
+    """A command on an instance did not do what was asked (see the two kinds below)."""
+
+
+class WrongState(InstanceError):
+    """A command that makes no sense in the instance's current state (kill a stopped one): the
+    caller's mistake, a usage error (HTTP 400)."""
+
+
+class StartFailed(InstanceError):
+    """A start, restart or revive that did not reach RUNNING: a failure of the instance, not of
+    the caller (HTTP 500). The message says how the attempt ended."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +289,7 @@ class Instance(Actor):
             return
         tail = "\n".join(self.last_exit.log_tail) if self.last_exit else ""
         why = self.last_exit.describe() if self.last_exit else "no exit recorded"
-        raise InstanceError(f"{self.name} did not become RUNNING ({state.value}; last exit: {why})"
+        raise StartFailed(f"{self.name} did not become RUNNING ({state.value}; last exit: {why})"
                             + (f"\n--- log tail ---\n{tail}" if tail else ""))
 
     async def wait_started(self) -> None:
@@ -289,7 +299,7 @@ class Instance(Actor):
         state = await self.wait_state(*others, timeout=self.spec.ready_timeout + 5)
         if state is not State.RUNNING:
             why = self.last_exit.describe() if self.last_exit else "no exit recorded"
-            raise InstanceError(f"{self.name} did not become RUNNING (now {state.value}; last exit: {why})")
+            raise StartFailed(f"{self.name} did not become RUNNING (now {state.value}; last exit: {why})")
 
     # -- the one state-change path -----------------------------------------------------------
     def _change_state(self, to: State, detail: str = "", *, force: bool = False) -> None:
@@ -334,7 +344,7 @@ class Instance(Actor):
 
     async def _handle_start(self, revive: bool) -> None:
         if self.state in PROCESS_STATES:
-            raise InstanceError(f"{self.name} is already {self.state.value}")
+            raise WrongState(f"{self.name} is already {self.state.value}")
         if self.state is State.FATAL or revive:
             self._intensity.reset()
             self._backoff.reset()
@@ -365,7 +375,7 @@ class Instance(Actor):
 
     def _handle_kill(self) -> None:
         if self.state not in PROCESS_STATES or self._proc is None:
-            raise InstanceError(f"{self.name} is not running ({self.state.value})")
+            raise WrongState(f"{self.name} is not running ({self.state.value})")
         if self.kind != "worker":
             self.held_down = True
         self._kill_reason = "killed on request"

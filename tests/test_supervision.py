@@ -22,7 +22,7 @@ from supervisor.actor import Actor, ActorDead, Backoff, Policy, RestartIntensity
 from supervisor.app import Supervisor, SupervisorError, UnknownTarget, reap_leftovers
 from supervisor.deadline import wait_until
 from supervisor.events import EventBus
-from supervisor.instance import InstanceError
+from supervisor.instance import InstanceError, StartFailed
 from supervisor.paths import RuntimePaths
 from supervisor.states import State
 
@@ -358,3 +358,27 @@ async def test_a_start_command_on_a_crashing_worker_says_how_it_ended(tmp_path: 
             await inst.wait_started()
     finally:
         await inst.close()
+
+
+async def test_a_failed_start_is_a_500_and_a_wrong_state_a_400(
+    tmp_path: Path, supervisors: Callable[..., Supervisor]
+) -> None:
+    """StartFailed (the instance's failure) vs WrongState (the caller's mistake), as the API maps them."""
+    from supervisor.commands import run_command
+
+    crash_file = tmp_path / "crash"
+    sup = supervisors(tmp_path, {"alpha": standin_service("--crash-file", str(crash_file))})
+    await sup.start()
+    already = await run_command(sup, ["start", "alpha-1"])
+    assert not already.ok and already.http_status == 400 and "alpha-1 is already RUNNING" in already.error
+    await sup.stop_instance("alpha-1")
+    crash_file.touch()  # from now on it exits with 3 at once
+    with pytest.raises(StartFailed, match=r"alpha-1 did not become RUNNING"):
+        await sup.start_instance("alpha-1")
+    await sup.stop_instance("alpha-1")
+    failed = await run_command(sup, ["start", "alpha-1"])
+    assert not failed.ok and failed.http_status == 500, failed
+    assert "did not become RUNNING" in failed.error and "exit code 3" in failed.error
+    await sup.stop_instance("alpha-1")
+    stopped = await run_command(sup, ["kill", "alpha-1"])
+    assert stopped.http_status == 400 and "alpha-1 is not running (STOPPED)" in stopped.error

@@ -156,11 +156,12 @@ async def run_command(sup: "Supervisor", argv: list[str]) -> Reply:
 
 def _is_caller_error(exc: Exception) -> bool:
     """Errors of the caller, not of the supervisor: an unknown target, a verb that makes no sense
-    in the instance's state (kill a stopped one)."""
+    in the instance's state (kill a stopped one). An instance that fails to start (StartFailed)
+    is a failure (500), not the caller's mistake."""
     from supervisor.app import UnknownTarget
-    from supervisor.instance import InstanceError
+    from supervisor.instance import WrongState
 
-    return isinstance(exc, (UnknownTarget, InstanceError))
+    return isinstance(exc, (UnknownTarget, WrongState))
 
 
 def known_names(sup: "Supervisor") -> list[str]:
