@@ -32,6 +32,7 @@ def _json(doc: object) -> bytes:
         ("application/json", None, _json({"msg": "   "}), 400, "is empty"),
         ("application/json", None, _json({"msg": 5}), 400, "must be a string, got int"),
         ("application/json", None, _json({"msg": None}), 400, "missing field 'msg'"),
+        ("application/json", None, _json({"text": "x"}), 400, "missing field 'msg' (got 'text')"),
         ("application/json", None, _json({"msg": "x", "extra": 1}), 400, "unknown field(s): 'extra'"),
         ("application/json", None, _json({"msg": "x" * (LIMIT + 1)}), 413, "limit is 16"),
         ("application/json", None, _json({"msg": "é" * 9}), 413, "18 bytes"),

@@ -43,8 +43,11 @@ class Facade(Worker):
         self.store_timeout = cfg.setting("store_timeout", 10.0, (int, float))
         self.produce_timeout = cfg.setting("produce_timeout", 10.0, (int, float))
         attempt = cfg.setting("attempt_timeout", 3.0, (int, float))
-        self.logging = ServiceClient("logging", ctx.config_server, ctx.http, attempt_timeout=attempt)
-        self.messages = ServiceClient("messages", ctx.config_server, ctx.http, attempt_timeout=attempt)
+        failovers = ctx.metrics.counter("facade_failovers_total", "calls retried on another instance", ("service",))
+        self.logging = ServiceClient("logging", ctx.config_server, ctx.http, failovers=failovers,
+                                     attempt_timeout=attempt)
+        self.messages = ServiceClient("messages", ctx.config_server, ctx.http, failovers=failovers,
+                                      attempt_timeout=attempt)
         self.producer: AIOKafkaProducer | None = None
         self.posts = ctx.metrics.counter("facade_posts_total", "POST /messages outcomes", ("result",))
         self.step_latency = ctx.metrics.histogram("facade_step_seconds", "latency of each step of a POST",

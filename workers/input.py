@@ -78,8 +78,11 @@ def parse_message(content_type: str, charset: str | None, body: bytes, max_messa
         raise InputError(413, f"request body is {len(body)} bytes; the limit is {body_limit(max_message_bytes)}")
     if is_json_type(content_type):
         doc = _json_object(body)
+        if "msg" not in doc:
+            got = f" (got {', '.join(map(repr, sorted(doc)))})" if doc else ""
+            raise InputError(400, f"missing field 'msg'{got}")
         _reject_unknown(doc, {"msg"})
-        return _check_msg(doc.get("msg"), max_message_bytes, "msg")
+        return _check_msg(doc["msg"], max_message_bytes, "msg")
     if content_type == "text/plain":
         encoding = charset or "utf-8"
         try:

@@ -301,7 +301,8 @@ async def _start_worker(worker: Worker, ctx: WorkerContext, ready: asyncio.Event
         ctx.stop_requested.set()
         return True   # partly started: stop() must still close what was opened
     ready.set()
-    log.info("ready (%s)", ", ".join(f"{k}={'ok' if v else 'down'}" for k, v in worker.health().items()) or "ok")
+    checks = ", ".join(f"{k}={'ok' if v else 'not yet'}" for k, v in worker.health().items())
+    log.info("started (%s)", checks or "no dependencies")
     try:
         reg = await ctx.config_server.register(ctx.service, ctx.address, ctx.name, timeout=10.0)
         ctx.spawn(_heartbeat(ctx, reg.heartbeat_interval), "heartbeat")

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from workers.config_client import ConfigServerClient, ConfigServerError
+from workers.metrics import Counter
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Answer:
 
 class ServiceClient:
     def __init__(self, service: str, config_server: ConfigServerClient, session: aiohttp.ClientSession, *,
-                 cache_ttl: float = 1.0, attempt_timeout: float = 3.0) -> None:
+                 failovers: Counter, cache_ttl: float = 1.0, attempt_timeout: float = 3.0) -> None:
         self.service = service
         self._registry = config_server
         self._session = session
@@ -41,7 +42,7 @@ class ServiceClient:
         self._attempt_timeout = attempt_timeout
         self._cached: list[dict[str, Any]] = []
         self._cached_at = float("-inf")
-        self.failovers = 0
+        self._failovers = failovers     # labelled by service
 
     def invalidate(self) -> None:
         self._cached_at = float("-inf")
@@ -84,7 +85,7 @@ class ServiceClient:
                 reasons.append(f"{inst['name']}: {type(exc).__name__}: {exc}")
                 log.warning("%s %s on %s failed (%s); trying another instance", method, path, inst["name"],
                             reasons[-1])
-                self.failovers += 1
+                self._failovers.inc(service=self.service)
                 self.invalidate()
 
     async def _call(self, inst: dict[str, Any], method: str, path: str, json: Any, timeout: float) -> Answer:
