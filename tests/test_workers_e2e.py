@@ -19,6 +19,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from supervisor.deadline import wait_until
+from tests.fixtures_workers import wait_workers_listed
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -26,16 +27,10 @@ PARTITIONS = 2   # topology.yaml: kafka.topic.partitions
 HOLD_TIMEOUT = 60.0
 
 
-EXPECTED = {"logging": 3, "messages": 2, "facade": 1}   # topology.yaml instances
-
-
 @pytest.fixture
 async def pipeline(pipeline: Any) -> Any:
-    """The session pipeline once every worker is listed by the registry (its start may still be going on)."""
-    async def all_listed() -> bool:
-        return [len(await pipeline.services(s)) for s in EXPECTED] == list(EXPECTED.values())
-
-    await wait_until(all_listed, timeout=300, interval=0.5, what=f"workers {EXPECTED} to be listed")
+    """The session pipeline once every worker is listed by the registry."""
+    await wait_workers_listed(pipeline)
     return pipeline
 
 
