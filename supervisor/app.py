@@ -27,6 +27,7 @@ from supervisor.events import EventBus
 from supervisor.instance import Instance, InstanceSpec, RestartRules, http_probe, tcp_probe
 from supervisor.paths import RuntimePaths
 from supervisor.process import ProcessSpec
+from supervisor.registry import Registry, next_free_index
 from supervisor.topology import ServiceSpec, Topology
 
 log = logging.getLogger("supervisor")
@@ -75,8 +76,6 @@ class Supervisor:
         *,
         on_output: Callable[[str, str], None] | None = None,
     ) -> None:
-        from supervisor.registry import Registry
-
         self.topology = topology
         self.paths = paths
         self.events = EventBus()
@@ -284,7 +283,8 @@ class Supervisor:
         await inst.wait_started()
 
     async def scale(self, service: str, n: int) -> None:
-        """Grow with new instances on free ports (waited RUNNING), or stop the highest-numbered."""
+        """Grow with new instances on free ports (waited RUNNING), named with the lowest indexes no
+        instance or unmanaged worker holds; or shrink by stopping the most recently added."""
         if service not in self._services:
             raise UnknownTarget(service, list(self._services))
         if n < 0:
@@ -292,7 +292,12 @@ class Supervisor:
         group = self._services[service]
         if n > len(group):
             spec = self.topology.services[service]
-            added = [self._worker_instance(spec, i, free_port()) for i in range(len(group) + 1, n + 1)]
+            added = []
+            taken = self.registry.names_in_use()  # unmanaged workers keep their names
+            for _ in range(n - len(group)):
+                index = next_free_index(service, taken)
+                added.append(self._worker_instance(spec, index, free_port()))
+                taken.add(added[-1].name)
             group.extend(added)
             await self._start_group(added, self._worker_wait(spec))
         while len(group) > n:

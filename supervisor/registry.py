@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from supervisor.states import State
 
@@ -43,6 +43,15 @@ def split_name(name: str) -> tuple[str, int]:
     if not match:
         raise ValueError(f"{name!r} is not an instance name of the form <service>-<i>")
     return match["service"], int(match["index"])
+
+
+def next_free_index(service: str, taken: Iterable[str], start: int = 1) -> int:
+    """The lowest index >= start whose ``<service>-<index>`` is not in ``taken``."""
+    used = set(taken)
+    index = start
+    while f"{service}-{index}" in used:
+        index += 1
+    return index
 
 
 class Registry:
@@ -126,12 +135,14 @@ class Registry:
             )
         return {"name": name, "heartbeat_interval": self.heartbeat_interval, "ttl": self.ttl}
 
+    def names_in_use(self) -> set[str]:
+        """Every worker name taken right now: managed instances and heartbeating unmanaged workers.
+        A new instance (register, or `scale`) must take a name outside this set."""
+        return {inst.name for inst in self._managed_workers()} | {w.name for w in self.unmanaged()}
+
     def _free_name(self, service: str, managed: set[str]) -> str:
-        taken = managed | {w.name for w in self.unmanaged()}
-        index = self._sup.topology.services[service].instances + 1
-        while f"{service}-{index}" in taken:
-            index += 1
-        return f"{service}-{index}"
+        start = self._sup.topology.services[service].instances + 1
+        return f"{service}-{next_free_index(service, managed | self.names_in_use(), start)}"
 
     def heartbeat(self, name: str) -> bool:
         """Refresh a worker's lease; False if unknown (it must register again)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from supervisor.deadline import wait_until
 from supervisor.states import State
-from supervisor.registry import Registry, RegistryError, split_name
+from supervisor.registry import Registry, RegistryError, next_free_index, split_name
 from tests.fixtures_front import REPO, STANDIN, InProcess, in_process  # noqa: F401 - fixture
 
 import pytest
@@ -204,3 +204,35 @@ async def test_free_names_skip_taken_ones(in_process: InProcess) -> None:
     assert (first, second) == ("logging-3", "logging-4")
     assert registry.deregister("logging-3") and not registry.deregister("logging-3")
     assert registry.register("logging", "http://127.0.0.1:3")["name"] == "logging-3"
+
+
+async def test_scale_never_takes_the_name_of_an_unmanaged_worker(in_process: InProcess) -> None:
+    """An unmanaged logging-3 is running: `scale logging 4` adds logging-4 and logging-5, and both
+    the hand-started worker and the new managed ones stay listed (no name is shadowed)."""
+    env = in_process
+    proc = _spawn_unmanaged(env, "logging")
+    try:
+        async def registered() -> bool:
+            return "logging-3" in await _names(env, "logging")
+
+        await wait_until(registered, timeout=20, what="the unmanaged worker to register as logging-3")
+        status, reply = await env.command("scale", "logging", "4")
+        assert status == 200, reply
+        assert reply["data"]["instances"] == ["logging-1", "logging-2", "logging-4", "logging-5"]
+        assert sorted(await _names(env, "logging")) == ["logging-1", "logging-2", "logging-3", "logging-4", "logging-5"]
+        unmanaged = env.sup.registry.instances_of("logging")
+        assert [i["name"] for i in unmanaged if not i["managed"]] == ["logging-3"]
+        # and a second unmanaged worker skips every name in use
+        assert env.sup.registry.register("logging", "http://127.0.0.1:9")["name"] == "logging-6"
+        status, reply = await env.command("scale", "logging", "2")
+        assert status == 200 and reply["data"]["instances"] == ["logging-1", "logging-2"]
+        assert "logging-3" in await _names(env, "logging")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_next_free_index() -> None:
+    assert next_free_index("a", []) == 1
+    assert next_free_index("a", ["a-1", "a-2", "a-4", "b-3"]) == 3
+    assert next_free_index("a", ["a-3"], start=3) == 4
