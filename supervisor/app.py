@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import psutil
@@ -236,21 +236,23 @@ class Supervisor:
             restart=RestartRules.from_topology(self.topology.restart), address=address, port=port,
         ))
 
-    def _worker_instance(self, service: ServiceSpec, index: int, port: int | None = None) -> Instance:
+    def _worker_instance(self, service: ServiceSpec, index: int, port: int | None = None,
+                         extra_env: Mapping[str, str] | None = None) -> Instance:
         name = f"{service.name}-{index}"
         if port is None:
             given = service.ports[index - 1] if index <= len(service.ports) else 0
             port = given or free_port()
         argv = worker_argv(service, name, port, self.config_server_url)
         cwd = self.topology.source.parent if self.topology.source else None
-        process = ProcessSpec(name, argv, cwd=cwd, env=dict(service.env), log_path=self.paths.log(name),
+        extra_env = dict(extra_env or {})
+        process = ProcessSpec(name, argv, cwd=cwd, env={**service.env, **extra_env}, log_path=self.paths.log(name),
                               stop_timeout=service.stop_timeout)
         probe_host = "127.0.0.1" if service.host in ("0.0.0.0", "::", "") else service.host
         return self._new_instance(InstanceSpec(
             name=name, service=service.name, kind="worker", process=process,
             probe=http_probe(f"http://{probe_host}:{port}/health"), ready_timeout=service.ready_timeout,
             restart=RestartRules.from_topology(service.restart),
-            address=f"http://{service.host}:{port}", port=port,
+            address=f"http://{service.host}:{port}", port=port, extra_env=extra_env,
         ))
 
     @staticmethod
@@ -282,9 +284,12 @@ class Supervisor:
         await inst.revive()
         await inst.wait_started()
 
-    async def scale(self, service: str, n: int) -> None:
+    async def scale(self, service: str, n: int, env: Mapping[str, str] | None = None) -> None:
         """Grow with new instances on free ports (waited RUNNING), named with the lowest indexes no
-        instance or unmanaged worker holds; or shrink by stopping the most recently added."""
+        instance or unmanaged worker holds; or shrink by stopping the most recently added.
+
+        `env` is added to the environment of the instances this call creates, and only theirs
+        (fault injection: `scale logging 4 --env PIPELINE_FAULT=crash-at-start`)."""
         if service not in self._services:
             raise UnknownTarget(service, list(self._services))
         if n < 0:
@@ -296,7 +301,7 @@ class Supervisor:
             taken = self.registry.names_in_use()  # unmanaged workers keep their names
             for _ in range(n - len(group)):
                 index = next_free_index(service, taken)
-                added.append(self._worker_instance(spec, index, free_port()))
+                added.append(self._worker_instance(spec, index, free_port(), env))
                 taken.add(added[-1].name)
             group.extend(added)
             await self._start_group(added, self._worker_wait(spec))

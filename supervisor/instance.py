@@ -12,8 +12,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -101,6 +101,7 @@ class InstanceSpec:
     address: str | None = None
     port: int | None = None
     managed: bool = True
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # given by `scale --env`, beyond the topology's
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -224,12 +225,17 @@ class Instance(Actor):
     def port(self) -> int | None:
         return self.spec.port
 
+    @property
+    def extra_env(self) -> dict[str, str]:
+        return dict(self.spec.extra_env)
+
     def view(self) -> dict[str, Any]:
         return {
             "name": self.name, "service": self.service, "kind": self.kind, "managed": self.managed,
             "state": self.state.value, "pid": self.pid, "address": self.address,
             "started_at": self.started_at, "restarts": self.restarts,
             "last_exit": self.last_exit.to_json() if self.last_exit else None,
+            **({"env": self.extra_env} if self.extra_env else {}),
         }
 
     # -- commands (public) -------------------------------------------------------------------

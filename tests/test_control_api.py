@@ -7,6 +7,7 @@ import json
 import stat
 
 import aiohttp
+import psutil
 
 from supervisor.deadline import wait_until
 from supervisor.states import State
@@ -182,3 +183,34 @@ async def test_unknown_routes_answer_json(in_process: InProcess) -> None:
     assert status == 404 and "error" in body
     async with in_process.http.put(f"{in_process.url}/services") as resp:
         assert resp.status == 405 and "error" in await resp.json()
+
+
+async def test_scale_env_goes_to_the_new_instances_only(in_process: InProcess) -> None:
+    env = in_process
+    status, reply = await env.command("scale", "messages", "2", "--env", "PIPELINE_MARK=a=b", "--env", "OTHER=")
+    assert status == 200, reply
+    assert "messages-2 with PIPELINE_MARK=a=b OTHER=" in reply["text"]
+    new, old = env.sup.resolve("messages-2")[0], env.sup.resolve("messages-1")[0]
+    assert psutil.Process(new.pid).environ().get("PIPELINE_MARK") == "a=b"
+    assert "PIPELINE_MARK" not in psutil.Process(old.pid).environ()
+    await env.command("restart", "messages-2")  # a respawn keeps the instance's env
+    assert psutil.Process(new.pid).environ().get("PIPELINE_MARK") == "a=b"
+
+    # a fault injected through --env: the new instance crash-loops to FATAL, the scale is a failure
+    status, reply = await env.command("scale", "logging", "3", "--env", "PIPELINE_FAULT=crash-at-start")
+    assert status == 500 and "logging-3 did not become RUNNING (FATAL" in reply["error"], reply
+    _, rows = await env.command("status", "--json")
+    by_name = {row["name"]: row for row in rows["data"]["instances"]}
+    assert by_name["logging-3"]["env"] == {"PIPELINE_FAULT": "crash-at-start"}
+    assert by_name["logging-3"]["state"] == "FATAL" and by_name["logging-3"]["last_exit"]["code"] == 3
+    assert by_name["messages-2"]["env"] == {"PIPELINE_MARK": "a=b", "OTHER": ""}
+    assert "env" not in by_name["logging-1"] and "env" not in by_name["messages-1"]
+    assert "logging-3 runs with extra env: PIPELINE_FAULT=crash-at-start" in rows["text"]
+    assert [i.state for i in env.sup.resolve("logging")][:2] == [State.RUNNING, State.RUNNING]
+
+    for argv, message in ((["scale", "logging", "4", "--env", "NOEQUALS"], "'NOEQUALS'"),
+                          (["scale", "logging", "4", "--env", "1X=2"], "'1X=2'"),
+                          (["scale", "logging", "2", "--env", "A=1"], "new instances only")):
+        status, reply = await env.command(*argv)
+        assert status == 400 and message in reply["error"], (argv, reply)
+    assert len(env.sup.resolve("logging")) == 3  # nothing changed

@@ -68,6 +68,7 @@ def collect(sup: "Supervisor", leads: dict[str, list[str]]) -> list[dict[str, An
                 "restarts": inst.restarts,
                 "last_exit": _exit_json(inst.last_exit),
                 "leads": leads.get(inst.name, []),
+                **({"env": inst.extra_env} if inst.extra_env else {}),
             }
         )
     for worker in sup.registry.unmanaged():
@@ -108,6 +109,10 @@ def render(rows: list[dict[str, Any]]) -> str:
             cells.append(", ".join(row["leads"]) or ("-" if row["kind"] == "kafka" else ""))
         grid.add_row(*cells)
     parts = [to_text(grid)]
+    for row in rows:
+        if row.get("env"):
+            extra = " ".join(f"{key}={value}" for key, value in row["env"].items())
+            parts.append(f"{row['name']} runs with extra env: {extra}")
     for row in rows:
         if row["state"] == State.FATAL.value and row["last_exit"] and row["last_exit"]["log_tail"]:
             tail = "\n".join(f"    {line}" for line in row["last_exit"]["log_tail"])

@@ -2,13 +2,16 @@
 
 With --register it behaves like a worker started by hand: it registers itself with the config
 server as an unmanaged instance, heartbeats, and deregisters on SIGTERM.
+With PIPELINE_FAULT=crash-at-start in its environment it exits with 3 at once, as the real workers do.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import sys
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +24,9 @@ async def main() -> None:
     parser.add_argument("--config-server", default="http://127.0.0.1:8500")
     parser.add_argument("--register", metavar="SERVICE", default=None)
     args = parser.parse_args()
+    if os.environ.get("PIPELINE_FAULT") == "crash-at-start":
+        print(f"standin {args.name}: PIPELINE_FAULT=crash-at-start, exiting with 3", flush=True)
+        sys.exit(3)
 
     app = web.Application()
     app.router.add_get("/health", lambda _: web.json_response({"ok": True}))
