@@ -225,7 +225,7 @@ async def _down(paths: RuntimePaths) -> int:
 
     state = read_state(paths)
     if state is None:
-        print(f"no supervisor is running from {paths.root}")
+        _clean_up_after_dead_supervisor(paths)
         return 0
     pid = state["pid"]
     print(f"stopping the supervisor (pid {pid}) ...", flush=True)
@@ -237,6 +237,34 @@ async def _down(paths: RuntimePaths) -> int:
         raise CliError(str(exc)) from None
     print(f"stopped in {time.monotonic() - began:.1f}s")
     return 0
+
+
+def _clean_up_after_dead_supervisor(paths: RuntimePaths) -> None:
+    """No live supervisor: end the children a dead one (SIGKILLed, crashed) left behind, as listed
+    in children.json with their create time, and drop its stale state file; say what was done."""
+    from supervisor.app import reap_leftovers
+
+    stale = _stale_pid(paths)
+    reaped = reap_leftovers(paths)
+    if stale is None and not reaped:
+        print(f"no supervisor is running from {paths.root}")
+        return
+    dead = f"the supervisor (pid {stale}) is gone" if stale is not None else "no supervisor is running"
+    print(f"{dead} from {paths.root}", flush=True)
+    if reaped:
+        print(f"ended {len(reaped)} leftover process(es) it had started: {', '.join(reaped)}")
+    else:
+        print("none of the processes it had started is still running")
+    paths.state_file.unlink(missing_ok=True)
+
+
+def _stale_pid(paths: RuntimePaths) -> int | None:
+    """The pid in a supervisor.json that names no live supervisor (read_state said so)."""
+    try:
+        pid = json.loads(paths.state_file.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 async def _console(paths: RuntimePaths) -> int:

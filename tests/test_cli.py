@@ -155,3 +155,48 @@ async def test_busy_config_server_port_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on http://127.0.0.1:{data['config_server']['port']}" in result.stderr
     assert not RuntimePaths(tmp_path / "rt").state_file.exists()
+
+
+async def test_down_after_a_sigkilled_supervisor_ends_what_it_left(tmp_path: Path) -> None:
+    """The supervisor is dead (SIGKILL: supervisor.json names a gone pid) and children.json lists a
+    child that still runs: `down` ends it and says so, instead of only 'no supervisor'."""
+    topology = write_topology(tmp_path)
+    paths = RuntimePaths(tmp_path / "runtime")
+    paths.ensure()
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead.kill()
+    dead.wait()
+    paths.state_file.write_text(json.dumps({"pid": dead.pid, "url": "http://127.0.0.1:1", "started": "then"}))
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        paths.children_file.write_text(json.dumps(
+            {"logging-1": {"pid": leftover.pid, "create_time": psutil.Process(leftover.pid).create_time()}}))
+        down = cli("down", str(topology))
+        assert down.returncode == 0, down.stderr
+        assert f"the supervisor (pid {dead.pid}) is gone" in down.stdout
+        assert "ended 1 leftover process(es) it had started: logging-1" in down.stdout
+        assert leftover.wait(timeout=10) == -signal.SIGTERM
+        assert not paths.state_file.exists() and not paths.children_file.exists()
+        again = cli("down", str(topology))
+        assert again.returncode == 0 and "no supervisor is running" in again.stdout
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+
+
+async def test_down_after_a_real_sigkilled_up_cleans_its_state(tmp_path: Path) -> None:
+    up = await start_up(tmp_path)
+    try:
+        children = psutil.Process(up.proc.pid).children(recursive=True)
+        up.proc.kill()
+        up.proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=10)  # they die with it (PR_SET_PDEATHSIG)
+        assert not alive
+        down = cli("down", str(up.topology))
+        assert down.returncode == 0, down.stderr
+        assert f"the supervisor (pid {up.proc.pid}) is gone" in down.stdout
+        assert "none of the processes it had started is still running" in down.stdout
+        assert not up.paths.state_file.exists()
+    finally:
+        assert not stop_up(up)
