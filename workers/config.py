@@ -19,6 +19,7 @@ class KafkaSettings:
     bootstrap_servers: str
     topic: str
     consumer_group: str
+    min_insync_replicas: int = 2   # the topic's; assumed 2 when the config server does not say
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ def parse_config(doc: object) -> WorkerConfig:
     max_bytes = _get(doc, "limits.max_message_bytes", int)
     if max_bytes <= 0:
         raise ConfigError(f"config: limits.max_message_bytes has bad value {max_bytes!r}")
+    kafka = doc.get("kafka")
+    min_isr = kafka.get("min_insync_replicas", 2) if isinstance(kafka, Mapping) else 2
+    if not isinstance(min_isr, int) or isinstance(min_isr, bool) or min_isr < 1:
+        raise ConfigError(f"config: kafka.min_insync_replicas has bad value {min_isr!r}")
     settings = doc.get("settings") or {}
     if not isinstance(settings, Mapping):
         raise ConfigError(f"config: settings has bad value {settings!r}")
@@ -86,6 +91,7 @@ def parse_config(doc: object) -> WorkerConfig:
             bootstrap_servers=_get(doc, "kafka.bootstrap_servers", str),
             topic=_get(doc, "kafka.topic", str),
             consumer_group=_get(doc, "kafka.consumer_group", str),
+            min_insync_replicas=min_isr,
         ),
         hazelcast=HazelcastSettings(
             cluster_name=_get(doc, "hazelcast.cluster_name", str),

@@ -100,12 +100,20 @@ def parse_message(content_type: str, charset: str | None, body: bytes, max_messa
 
 def parse_log_entry(body: bytes, max_message_bytes: int) -> LogEntry:
     """The JSON {"id": ..., "msg": ...} of POST /log (sent by the facade)."""
-    doc = _json_object(body)
-    _reject_unknown(doc, {"id", "msg"})
+    return _log_entry(_json_object(body), "", max_message_bytes)
+
+
+def _log_entry(doc: object, where: str, max_message_bytes: int) -> LogEntry:
+    prefix = f"{where}." if where else ""
+    if not isinstance(doc, Mapping):
+        raise InputError(400, f"{where} must be an object {{\"id\": ..., \"msg\": ...}}")
+    unknown = sorted(set(doc) - {"id", "msg"})
+    if unknown:
+        raise InputError(400, f"{where + ': ' if where else ''}unknown field(s): {', '.join(map(repr, unknown))}")
     msg_id = doc.get("id")
     if not isinstance(msg_id, str):
-        raise InputError(400, "field 'id' must be a string" if "id" in doc else "missing field 'id'")
-    return LogEntry(check_id(msg_id), _check_msg(doc.get("msg"), max_message_bytes, "msg"))
+        raise InputError(400, f"field '{prefix}id' must be a string" if "id" in doc else f"missing field '{prefix}id'")
+    return LogEntry(check_id(msg_id), _check_msg(doc.get("msg"), max_message_bytes, f"{prefix}msg"))
 
 
 def check_id(value: str) -> str:
@@ -117,3 +125,77 @@ def check_id(value: str) -> str:
     if not value.isprintable():
         raise InputError(400, "message id contains non-printable characters")
     return value
+
+
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One message of POST /messages/batch: its id (given, or None for a fresh one) and text, or why not."""
+
+    id: str | None
+    msg: str | None
+    error: InputError | None = None
+
+
+def batch_body_limit(max_message_bytes: int) -> int:
+    """A batch may be as large as 16 full-size single bodies."""
+    return 16 * body_limit(max_message_bytes)
+
+
+def _batch_item(item: object, index: int, max_message_bytes: int) -> BatchItem:
+    where = f"messages[{index}]"
+    try:
+        if not isinstance(item, dict):
+            raise InputError(400, f"{where} must be an object {{\"msg\": ..., \"id\": optional}}")
+        unknown = sorted(set(item) - {"id", "msg"})
+        if unknown:
+            raise InputError(400, f"{where}: unknown field(s): {', '.join(map(repr, unknown))}")
+        msg_id = item.get("id")
+        if msg_id is not None and not isinstance(msg_id, str):
+            raise InputError(400, f"{where}.id must be a string")
+        return BatchItem(check_id(msg_id) if msg_id is not None else None,
+                         _check_msg(item.get("msg"), max_message_bytes, f"{where}.msg"))
+    except InputError as exc:
+        given = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+        return BatchItem(given, None, exc)
+
+
+def parse_batch(body: bytes, max_message_bytes: int) -> list[BatchItem]:
+    """POST /messages/batch: {"messages": [{"msg": ..., "id": optional}, ...]}.
+
+    A bad envelope is an InputError for the whole request; a bad item is reported in its own
+    BatchItem so the good ones still go through. Ids repeated within one batch are refused (the
+    second one could never be told apart from the first).
+    """
+    doc = _json_object(body)
+    _reject_unknown(doc, {"messages"})
+    items = doc.get("messages")
+    if not isinstance(items, list):
+        raise InputError(400, "field 'messages' must be a list" if "messages" in doc else "missing field 'messages'")
+    if not items:
+        raise InputError(400, "field 'messages' is empty")
+    if len(items) > MAX_BATCH:
+        raise InputError(413, f"batch has {len(items)} messages; the limit is {MAX_BATCH}")
+    parsed = [_batch_item(item, i, max_message_bytes) for i, item in enumerate(items)]
+    seen: set[str] = set()
+    for i, item in enumerate(parsed):
+        if item.error is None and item.id is not None:
+            if item.id in seen:
+                parsed[i] = BatchItem(item.id, None, InputError(400, f"messages[{i}].id {item.id!r} repeats an "
+                                                                     "earlier id of this batch"))
+            seen.add(item.id)
+    return parsed
+
+
+def parse_log_batch(body: bytes, max_message_bytes: int) -> list[LogEntry]:
+    """POST /log/batch (sent by the facade): {"entries": [{"id", "msg"}, ...]}; any bad entry refuses all."""
+    doc = _json_object(body)
+    _reject_unknown(doc, {"entries"})
+    entries = doc.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise InputError(400, "field 'entries' must be a non-empty list")
+    if len(entries) > MAX_BATCH:
+        raise InputError(413, f"batch has {len(entries)} entries; the limit is {MAX_BATCH}")
+    return [_log_entry(e, f"entries[{i}]", max_message_bytes) for i, e in enumerate(entries)]

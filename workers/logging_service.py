@@ -20,7 +20,7 @@ from hazelcast.errors import HazelcastError
 from hazelcast.lifecycle import LifecycleState
 
 from workers.http import fail, read_body
-from workers.input import body_limit, parse_log_entry
+from workers.input import LogEntry, batch_body_limit, body_limit, parse_log_batch, parse_log_entry
 from workers.runtime import Worker, WorkerContext, preview, run_worker
 
 class LoggingService(Worker):
@@ -36,7 +36,8 @@ class LoggingService(Worker):
         self.put_latency = ctx.metrics.histogram("logging_put_seconds", "Hazelcast put_if_absent latency")
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/log", self.post_log), web.get("/log", self.get_log)]
+        return [web.post("/log", self.post_log), web.post("/log/batch", self.post_log_batch),
+                web.get("/log", self.get_log)]
 
     def _on_lifecycle(self, state: str) -> None:
         if state == LifecycleState.CONNECTED:
@@ -72,9 +73,8 @@ class LoggingService(Worker):
     def health(self) -> dict[str, bool]:
         return {"hazelcast": self.connected}
 
-    async def post_log(self, request: web.Request) -> web.Response:
-        limit = self.ctx.cfg.max_message_bytes
-        entry = parse_log_entry(await read_body(request, body_limit(limit)), limit)
+    async def _put(self, entry: LogEntry) -> bool:
+        """Store one entry unless its id is there already; True if it was (a retry). 503 on failure."""
         value = json.dumps({"msg": entry.msg, "ts": time.time_ns()})
         started = time.perf_counter()
         try:
@@ -87,7 +87,25 @@ class LoggingService(Worker):
         duplicate = previous is not None
         self.stored.inc(result="duplicate" if duplicate else "stored")
         self.log.info("received %s%s", preview(entry.msg), " (duplicate id, kept the first)" if duplicate else "")
+        return duplicate
+
+    async def post_log(self, request: web.Request) -> web.Response:
+        limit = self.ctx.cfg.max_message_bytes
+        entry = parse_log_entry(await read_body(request, body_limit(limit)), limit)
+        duplicate = await self._put(entry)
         return web.json_response({"id": entry.id, "duplicate": duplicate}, status=200 if duplicate else 201)
+
+    async def post_log_batch(self, request: web.Request) -> web.Response:
+        """All entries stored (put_if_absent each, concurrently), or 503 so the facade retries them all
+        elsewhere: the retry is harmless for the ones already stored (they come back as duplicates)."""
+        limit = self.ctx.cfg.max_message_bytes
+        entries = parse_log_batch(await read_body(request, batch_body_limit(limit)), limit)
+        outcomes = await asyncio.gather(*(self._put(e) for e in entries), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            fail(503, f"{len(errors)} of {len(entries)} entries not stored: {errors[0]}")
+        return web.json_response({"stored": sum(1 for o in outcomes if o is False),
+                                  "duplicates": sum(1 for o in outcomes if o is True)}, status=201)
 
     async def get_log(self, _: web.Request) -> web.Response:
         try:
