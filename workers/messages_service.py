@@ -1,6 +1,10 @@
 """The messages service: one member of a Kafka consumer group; holds its partitions' messages in memory.
 
-Offsets are committed by hand after the batch is stored (at-least-once); duplicates are dropped by id.
+Offsets are committed by hand after the records are stored (at-least-once); duplicates are dropped by id.
+Commits go at most every `commit_interval` seconds (and before partitions are revoked, and on stop):
+each commit is a replicated write to __consumer_offsets, and committing per poll cost the brokers as
+much CPU as the messages themselves under load. A crash loses at most that interval of commits, which
+the next owner reads again and drops by id.
 
 With `replay` on, the instance holds exactly the messages of the partitions assigned to it: a newly
 assigned partition is read from the beginning (records below the committed offset rebuild state and
@@ -12,6 +16,7 @@ message twice. Without replay, the instance keeps what it consumed and starts at
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from workers.broker_watch import BrokerWatch, parse_bootstrap
 from workers.runtime import Worker, WorkerContext, preview, run_worker
 
 
@@ -73,6 +79,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self.service = service
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.service.joined = False    # until the rebalance assigns partitions again
+        await self.service.commit_pending()
         self.service.log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -90,6 +98,11 @@ class MessagesService(Worker):
         self.joined = False
         # per partition: offsets below this are a replay of what was already committed
         self.committed: dict[TopicPartition, int] = {}
+        self.pending: dict[TopicPartition, int] = {}     # consumed, not yet committed
+        self.commit_interval = ctx.cfg.setting("commit_interval", 0.2, (int, float))
+        self._last_commit = 0.0
+        # the consumer can read while any broker answers: health turns red when none does
+        self.brokers = BrokerWatch(lambda: parse_bootstrap(ctx.cfg.kafka.bootstrap_servers), 1, interval=1.0)
         self.consumed = ctx.metrics.counter("messages_records_total", "records consumed", ("result",))
 
     def routes(self) -> list[web.RouteDef]:
@@ -105,13 +118,16 @@ class MessagesService(Worker):
         await self.consumer.start()
         self.consumer.subscribe([kafka.topic], listener=_Rebalance(self))
         self.ctx.spawn(self._consume(), "consume")
+        await self.brokers.probe()
+        self.ctx.spawn(self.brokers.run(), "kafka broker watch")
 
     async def stop(self) -> None:
         if self.consumer is not None:
+            await self.commit_pending()
             await self.consumer.stop()
 
     def health(self) -> dict[str, bool]:
-        return {"kafka_group": self.joined}
+        return {"kafka_group": self.joined, "kafka": self.brokers.writable}
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -137,15 +153,21 @@ class MessagesService(Worker):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while True:
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=500)
-            to_commit: dict[TopicPartition, int] = {}
+            wait_ms = int(self.commit_interval * 1000) if self.pending else 500
+            batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=500)
             for tp, records in batches.items():
                 for record in records:
                     self._take(tp, record)
                     if record.offset >= self.committed.get(tp, 0):
-                        to_commit[tp] = record.offset + 1
-            if to_commit:
-                await self._commit(to_commit)
+                        self.pending[tp] = record.offset + 1
+            if self.pending and time.monotonic() - self._last_commit >= self.commit_interval:
+                await self.commit_pending()
+
+    async def commit_pending(self) -> None:
+        offsets, self.pending = self.pending, {}
+        self._last_commit = time.monotonic()
+        if offsets:
+            await self._commit(offsets)
 
     def _take(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         replayed = record.offset < self.committed.get(tp, 0)

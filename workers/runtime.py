@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
@@ -36,6 +38,9 @@ from workers.metrics import MetricsRegistry
 
 DEFAULT_CONFIG_SERVER = "http://127.0.0.1:8500"
 EXIT_CRASH = 1
+EXIT_BAD_FAULT = 2         # PIPELINE_FAULT names no known fault
+EXIT_FAULT = 3             # an injected fault (PIPELINE_FAULT=crash-at-start)
+FAULTS = ("crash-at-start",)
 STOP_BUDGET = 8.0          # seconds for in-flight requests to finish on SIGTERM
 HARD_EXIT_AFTER = 15.0     # a stop that hangs longer than this ends with os._exit
 
@@ -99,17 +104,23 @@ class _InstanceNameFilter(logging.Filter):
         return True
 
 
-def _setup_logging(initial_name: str) -> _InstanceNameFilter:
+def _setup_logging(initial_name: str) -> tuple[_InstanceNameFilter, logging.handlers.QueueListener]:
+    """Log lines are formatted on the event loop but written by a thread: a slow reader of our stdout
+    (the supervisor's log pump) must never stall request handling. Stop the listener to flush."""
     name_filter = _InstanceNameFilter(initial_name)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.addFilter(name_filter)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(instance)s %(message)s"))
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    enqueue = logging.handlers.QueueHandler(lines)
+    enqueue.addFilter(name_filter)
+    enqueue.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(instance)s %(message)s"))
+    writer = logging.StreamHandler(sys.stdout)
+    listener = logging.handlers.QueueListener(lines, writer)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [enqueue]
     root.setLevel(logging.INFO)
     for noisy in ("aiokafka", "kafka", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return name_filter
+    listener.start()
+    return name_filter, listener
 
 
 class WorkerContext:
@@ -128,6 +139,7 @@ class WorkerContext:
         self.stopping = False
         self.exit_code = 0
         self.stop_requested = asyncio.Event()
+        self.flush_logs: Callable[[], None] | None = None   # set by _serve: writes out queued log lines
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -251,8 +263,8 @@ async def _heartbeat(ctx: WorkerContext, interval: float) -> None:
             failing = True
 
 
-async def _serve(worker_cls: type[Worker], args: WorkerArgs) -> int:
-    name_filter = _setup_logging(args.name or worker_cls.service)
+async def _serve(worker_cls: type[Worker], args: WorkerArgs, name_filter: _InstanceNameFilter,
+                 listener: logging.handlers.QueueListener) -> int:
     loop = asyncio.get_running_loop()
     metrics = MetricsRegistry()
     sock = _bind(args.host, args.port)
@@ -260,6 +272,7 @@ async def _serve(worker_cls: type[Worker], args: WorkerArgs) -> int:
     async with aiohttp.ClientSession() as session:
         ctx = WorkerContext(args, worker_cls.service, session, ConfigServerClient(args.config_server, session),
                             metrics)
+        ctx.flush_logs = listener.stop
         ctx.address = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ctx.stop_requested.set)
@@ -334,15 +347,48 @@ async def _stop(worker: Worker, ctx: WorkerContext, runner: web.AppRunner, start
 
 def _hard_exit(ctx: WorkerContext) -> None:
     log.error("stop took longer than %.0fs; exiting now", HARD_EXIT_AFTER)
+    if ctx.flush_logs is not None:
+        ctx.flush_logs()
     logging.shutdown()
     os._exit(ctx.exit_code or EXIT_CRASH)
+
+
+def inject_fault(name: str, env: Mapping[str, str]) -> None:
+    """PIPELINE_FAULT=crash-at-start: say so and exit with EXIT_FAULT before serving (for crash-loop drills)."""
+    fault = env.get("PIPELINE_FAULT", "")
+    if not fault:
+        return
+    if fault not in FAULTS:
+        print(f"{name}: error: PIPELINE_FAULT={fault!r} is not a known fault (known: {', '.join(FAULTS)})",
+              file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_FAULT)
+    print(f"{name}: fault injected: {fault}", flush=True)
+    sys.exit(EXIT_FAULT)
+
+
+def _event_loop_runner() -> asyncio.Runner:
+    """uvloop when installed (fewer syscalls' worth of Python per request), unless PIPELINE_EVENT_LOOP=asyncio."""
+    if os.environ.get("PIPELINE_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    return asyncio.Runner()
 
 
 def run_worker(worker_cls: type[Worker], argv: list[str] | None = None) -> NoReturn:
     """The `main()` of a worker module."""
     args = parse_args(worker_cls.service, argv, prog=f"python -m {worker_cls.__module__}")
+    inject_fault(args.name or worker_cls.service, os.environ)
     started = time.monotonic()
-    code = asyncio.run(_serve(worker_cls, args))
+    name_filter, listener = _setup_logging(args.name or worker_cls.service)
+    try:
+        with _event_loop_runner() as runner:
+            code = runner.run(_serve(worker_cls, args, name_filter, listener))
+    finally:
+        listener.stop()
     if code:
         print(f"{args.name or worker_cls.service}: exit {code} after {time.monotonic() - started:.1f}s",
               file=sys.stderr)
