@@ -1,6 +1,6 @@
 """Benchmark: the pipeline against its ceilings, in one run on one topology.
 
-    python tools/bench.py [--quick] [--json] [--attach] [--write docs/benchmarks.md]
+    python tools/bench.py [--quick] [--json] [--attach] [--rate 500] [--duration 10] [--write FILE]
 
 By default it brings up a throw-away topology on free ports (as the tests do) and stops it after;
 `--attach` measures the one running from ./topology.yaml's runtime dir instead. It prints a table
@@ -32,9 +32,10 @@ from supervisor.launcher import free_port_topology, launch  # noqa: E402
 from supervisor.paths import RuntimePaths  # noqa: E402
 from supervisor.topology import load_topology  # noqa: E402
 from tools.ceilings import BareAiohttp, hazelcast_ceiling, kafka_producer_ceiling, summarize  # noqa: E402
-from tools.load import LoadRun, percentile, post_messages  # noqa: E402
+from tools.load import LoadRun, percentile, post_at_rate, post_batches, post_messages  # noqa: E402
 
 LEVELS = (1, 8, 32, 128)
+BATCH_SIZE = 50
 
 
 def _summary(run: LoadRun) -> dict[str, float]:
@@ -45,6 +46,18 @@ def _summary(run: LoadRun) -> dict[str, float]:
 async def post_level(url: str, count: int, concurrency: int) -> dict[str, float]:
     run = await post_messages(url, count, concurrency=concurrency, run_id=f"bench-{uuid.uuid4().hex[:6]}")
     return _summary(run)
+
+
+async def fixed_rate(url: str, rate: float, duration: float) -> dict[str, float]:
+    """Open-loop: `rate` POSTs a second for `duration` seconds; latency from when each was due."""
+    run = await post_at_rate(url, rate, duration, run_id=f"bench-rate-{uuid.uuid4().hex[:6]}")
+    return {"target_rate": rate, "duration_s": duration, **_summary(run)}
+
+
+async def batched(url: str, count: int, concurrency: int) -> dict[str, float]:
+    run = await post_batches(url, count, batch_size=BATCH_SIZE, concurrency=concurrency,
+                             run_id=f"bench-batch-{uuid.uuid4().hex[:6]}")
+    return {"batch_size": BATCH_SIZE, "concurrency": concurrency, **_summary(run)}
 
 
 async def end_to_end(client: SupervisorClient, facade: str, samples: int) -> dict[str, float]:
@@ -92,7 +105,7 @@ async def failover(client: SupervisorClient, facade: str, count: int, graceful: 
     return result
 
 
-async def measure(address: Endpoint, quick: bool) -> dict[str, Any]:
+async def measure(address: Endpoint, quick: bool, rate: float, duration: float) -> dict[str, Any]:
     count = 400 if quick else 3000
     results: dict[str, Any] = {"quick": quick, "levels": {}, "machine": f"{platform.machine()}, "
                                f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
@@ -112,6 +125,10 @@ async def measure(address: Endpoint, quick: bool) -> dict[str, Any]:
                 }
                 results["levels"][level] = row
                 print(f"  concurrency {level}: pipeline {row['pipeline']['rate']}/s", file=sys.stderr)
+            results["fixed_rate"] = await fixed_rate(facade, rate, duration)
+            results["fixed_rate_bare"] = await fixed_rate(bare.url, rate, duration)
+            print(f"  {rate:g} msg/s open loop: p99 {results['fixed_rate']['p99_ms']} ms", file=sys.stderr)
+        results["batch"] = await batched(facade, count * 2, 8)
         results["failover_sigkill"] = await failover(client, facade, count, graceful=False)
         results["failover_graceful"] = await failover(client, facade, count, graceful=True)
     return results
@@ -133,6 +150,14 @@ def render(results: dict[str, Any], command: str) -> str:
     e2e = results["end_to_end"]
     lines += ["", f"End to end (POST until a messages instance holds it, {e2e['samples']} sequential samples): "
               f"p50 {e2e['p50_ms']} ms, p99 {e2e['p99_ms']} ms, max {e2e['max_ms']} ms."]
+    fr, frb, bt = results["fixed_rate"], results["fixed_rate_bare"], results["batch"]
+    lines += [f"Fixed rate, open loop {fr['target_rate']:g} msg/s for {fr['duration_s']:g} s (latency from when "
+              f"each POST was due): pipeline {fr['rate']} msg/s acknowledged, p50 {fr['p50_ms']} ms, "
+              f"p99 {fr['p99_ms']} ms, p99.9 {fr['p999_ms']} ms, errors {fr['errors']}; bare aiohttp at the same "
+              f"rate: p50 {frb['p50_ms']} ms, p99 {frb['p99_ms']} ms.",
+              f"Batches (POST /messages/batch, {bt['batch_size']} messages each, {bt['concurrency']} at a time): "
+              f"{bt['rate']} msg/s acknowledged, batch p50 {bt['p50_ms']} ms, p99 {bt['p99_ms']} ms, "
+              f"errors {bt['errors']}."]
     for key, label in (("failover_sigkill", "leader SIGKILLed"), ("failover_graceful", "leader stopped gracefully")):
         f = results[key]
         lines.append(f"Write stall, {label} under load at concurrency 32: {f['stall_s']} s, failed POSTs "
@@ -147,17 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attach", action="store_true", help="measure the running topology instead of a fresh one")
     parser.add_argument("-t", "--topology", default="topology.yaml", help="topology file (with --attach)")
     parser.add_argument("--write", metavar="FILE", help="also write the table as Markdown to FILE")
+    parser.add_argument("--rate", type=float, default=500.0, help="msg/s of the open-loop run (default 500)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of the open-loop run (default 10)")
     args = parser.parse_args(argv)
+    if args.rate <= 0 or args.duration <= 0:
+        parser.error(f"--rate and --duration must be positive, got {args.rate:g} and {args.duration:g}")
     command = "python tools/bench.py" + (" --quick" if args.quick else "")
     if args.attach:
         paths = RuntimePaths(load_topology(args.topology).runtime_dir)
-        results = asyncio.run(measure(find_supervisor(paths), args.quick))
+        results = asyncio.run(measure(find_supervisor(paths), args.quick, args.rate, args.duration))
     else:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             print("bringing up a throw-away topology on free ports ...", file=sys.stderr)
             pipeline = launch(free_port_topology(Path(tmp) / "runtime"), Path(tmp))
             try:
-                results = asyncio.run(measure(pipeline.address, args.quick))
+                results = asyncio.run(measure(pipeline.address, args.quick, args.rate, args.duration))
             finally:
                 pipeline.stop()
     table = render(results, command)
