@@ -180,16 +180,22 @@ def formatted_cluster_id(data_dir: Path) -> str | None:
     return None
 
 
-async def format_storage(java: str, classpath: str, broker_dir: Path, data_dir: Path, cluster_id: str) -> None:
-    """Format `data_dir` with `cluster_id` unless it already is; a different id is an error."""
+def needs_format(broker_dir: Path, data_dir: Path, cluster_id: str) -> bool:
+    """False if `data_dir` is formatted with `cluster_id`; True if not formatted; a different id
+    is an error (checked for every broker before any StorageTool runs)."""
     existing = formatted_cluster_id(data_dir)
-    if existing == cluster_id:
-        return
-    if existing is not None:
+    if existing is not None and existing != cluster_id:
         raise RuntimeSetupError(
             f"{data_dir} belongs to Kafka cluster {existing}, not {cluster_id} (from "
             f"{broker_dir.parent / 'cluster.id'}): delete the runtime directory to start afresh"
         )
+    return existing is None
+
+
+async def format_storage(java: str, classpath: str, broker_dir: Path, data_dir: Path, cluster_id: str) -> None:
+    """Format `data_dir` with `cluster_id` unless it already is; a different id is an error."""
+    if not needs_format(broker_dir, data_dir, cluster_id):
+        return
     if data_dir.exists():  # a format that died half-way: nothing in there is worth keeping
         shutil.rmtree(data_dir)
     argv = [
@@ -212,6 +218,8 @@ async def prepare_brokers(topology: Topology, paths: RuntimePaths, jars: Jars) -
         return []
     java = await asyncio.to_thread(find_java)
     cluster_id = load_cluster_id(paths)
+    for name in broker_names(spec):  # refuse a foreign storage before any format starts
+        needs_format(paths.kafka_dir(name), paths.kafka_dir(name) / "data", cluster_id)
     specs: list[ProcessSpec] = []
     formats = []
     for node, name in enumerate(broker_names(spec), start=1):

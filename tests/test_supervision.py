@@ -382,3 +382,31 @@ async def test_a_failed_start_is_a_500_and_a_wrong_state_a_400(
     await sup.stop_instance("alpha-1")
     stopped = await run_command(sup, ["kill", "alpha-1"])
     assert stopped.http_status == 400 and "alpha-1 is not running (STOPPED)" in stopped.error
+
+
+async def test_all_or_nothing_raises_the_first_failure_and_cancels_the_rest() -> None:
+    """How Kafka and Hazelcast start together: one failing cancels the other."""
+    from supervisor.app import all_or_nothing
+
+    cancelled = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow() -> None:
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def quick() -> None:
+        finished.append("quick")
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("hazelcast broke")
+
+    with pytest.raises(RuntimeError, match="hazelcast broke"):
+        await asyncio.wait_for(all_or_nothing([slow(), quick(), fails()]), timeout=10)
+    assert cancelled.is_set() and finished == ["quick"]
+    await all_or_nothing([quick(), quick()])
+    assert finished == ["quick"] * 3
