@@ -25,11 +25,13 @@ from typing import Any
 
 import psutil
 
+from supervisor.deadline import wait_until
 from supervisor.events import EventBus
-from supervisor.instance import Instance, InstanceSpec, RestartRules, http_probe, tcp_probe
+from supervisor.instance import Instance, InstanceSpec, RestartRules, StartFailed, http_probe, tcp_probe
 from supervisor.paths import RuntimePaths
 from supervisor.process import ProcessSpec
 from supervisor.registry import Registry, next_free_index
+from supervisor.states import State
 from supervisor.topology import ServiceSpec, Topology
 
 log = logging.getLogger("supervisor")
@@ -277,20 +279,61 @@ class Supervisor:
         await self._one(name).stop()
 
     async def start_instance(self, name: str) -> None:
-        """Start and wait for RUNNING (or StartFailed saying how the attempt ended)."""
+        """Start and wait for RUNNING and, for a broker or member, back in its cluster (or
+        StartFailed saying how the attempt ended)."""
         inst = self._one(name)
         await inst.start()
-        await inst.wait_started()
+        await self._wait_back(inst)
 
     async def restart_instance(self, name: str) -> None:
         inst = self._one(name)
         await inst.restart()
-        await inst.wait_started()
+        await self._wait_back(inst)
 
     async def revive(self, name: str) -> None:
+        """Bring back a killed instance. A member returns once the cluster has every running
+        member and is safe (backups in sync), a broker once it is registered again: so the next
+        chaos step may kill another one without losing data."""
         inst = self._one(name)
         await inst.revive()
+        await self._wait_back(inst)
+
+    async def _wait_back(self, inst: Instance) -> None:
         await inst.wait_started()
+        began = time.monotonic()
+        try:
+            if inst.kind == "hazelcast":
+                await self._wait_member_back()
+            elif inst.kind == "kafka":
+                await self._wait_broker_back(inst)
+            else:
+                return
+        except Exception as exc:
+            raise StartFailed(f"{inst.name} is RUNNING but did not rejoin its cluster: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        log.info("%s: back in its cluster %.1fs after RUNNING", inst.name, time.monotonic() - began)
+
+    async def _wait_member_back(self) -> None:
+        """Every RUNNING member in the cluster (others may be held down), then cluster safe."""
+        from supervisor import hazelcast
+
+        spec = self.topology.hazelcast
+        running = [m.address for m in self._members if m.state is State.RUNNING and m.address]
+        await hazelcast.wait_cluster_size(running, spec.cluster_name, len(running), CLUSTER_TIMEOUT)
+        await hazelcast.wait_cluster_safe(running, CLUSTER_TIMEOUT)
+
+    async def _wait_broker_back(self, inst: Instance) -> None:
+        """Asked of the broker itself: its port opens long before it serves requests (log recovery,
+        metadata catch-up, unfencing), and its peers may still list the killed incarnation."""
+        from supervisor import kafka
+
+        node = int(inst.name.rpartition("-")[2])
+        own = inst.address or ""
+
+        async def registered() -> bool:
+            return node in await kafka.live_broker_ids(own)
+
+        await wait_until(registered, timeout=CLUSTER_TIMEOUT, interval=0.5, what=f"{inst.name} registered again")
 
     async def scale(self, service: str, n: int, env: Mapping[str, str] | None = None) -> None:
         """Grow with new instances on free ports (waited RUNNING), named with the lowest indexes no
