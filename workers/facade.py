@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from workers.broker_watch import Address, BrokerWatch, parse_bootstrap
+from workers.coalescer import Coalescer
 from workers.http import fail, read_body
 from workers.input import InputError, batch_body_limit, body_limit, check_id, parse_batch, parse_message
 from workers.runtime import Worker, WorkerContext, run_worker
@@ -68,6 +69,9 @@ class Facade(Worker):
                                      attempt_timeout=attempt)
         self.messages = ServiceClient("messages", ctx.config_server, ctx.http, failovers=failovers,
                                       attempt_timeout=attempt)
+        # concurrent single POSTs share /log/batch calls (a lone POST still goes out at once, as /log)
+        self.stores: Coalescer[tuple[str, str], Failure | None] = Coalescer(
+            self._store_group, max_in_flight=cfg.setting("store_max_in_flight", 4, int))
         self.producer: AIOKafkaProducer | None = None
         self.bootstrap = parse_bootstrap(cfg.kafka.bootstrap_servers)
         self.brokers = BrokerWatch(self._broker_addresses, cfg.kafka.min_insync_replicas)
@@ -156,7 +160,8 @@ class Facade(Worker):
 
     async def _accept(self, messages: list[tuple[str, str]]) -> list[Failure | None]:
         """Store in logging and produce to Kafka at the same time; per message, None or why it failed."""
-        stored, produced = await asyncio.gather(self._store(messages), self._produce(messages))
+        storing = self.stores.submit(messages[0]) if len(messages) == 1 else self._store(messages)
+        stored, produced = await asyncio.gather(storing, self._produce(messages))
         outcomes: list[Failure | None] = []
         for kafka_error in produced:
             if stored is None and kafka_error is None:
@@ -171,6 +176,9 @@ class Facade(Worker):
                 outcomes.append(Failure(503, f"not acknowledged by Kafka ({kafka_error}); "
                                              "retry with the same Idempotency-Key"))
         return outcomes
+
+    async def _store_group(self, messages: list[tuple[str, str]]) -> list[Failure | None]:
+        return [await self._store(messages)] * len(messages)
 
     async def _store(self, messages: list[tuple[str, str]]) -> Failure | None:
         """One call to a logging instance (failed over to another with the same ids), for all messages."""

@@ -366,16 +366,20 @@ def inject_fault(name: str, env: Mapping[str, str]) -> None:
     sys.exit(EXIT_FAULT)
 
 
-def _event_loop_runner() -> asyncio.Runner:
-    """uvloop when installed (fewer syscalls' worth of Python per request), unless PIPELINE_EVENT_LOOP=asyncio."""
-    if os.environ.get("PIPELINE_EVENT_LOOP", "uvloop") != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    return asyncio.Runner()
+def _event_loop_runner(env: Mapping[str, str]) -> asyncio.Runner:
+    """uvloop with PIPELINE_EVENT_LOOP=uvloop: measured ~7% less facade CPU per message, within the noise
+    of this machine, so it is neither a dependency nor the default."""
+    choice = env.get("PIPELINE_EVENT_LOOP", "asyncio")
+    if choice == "asyncio":
+        return asyncio.Runner()
+    if choice != "uvloop":
+        raise SystemExit(f"error: PIPELINE_EVENT_LOOP={choice!r}: expected 'asyncio' or 'uvloop'")
+    try:
+        import uvloop
+    except ImportError:
+        raise SystemExit("error: PIPELINE_EVENT_LOOP=uvloop but uvloop is not installed "
+                         "(pip install uvloop)") from None
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 def run_worker(worker_cls: type[Worker], argv: list[str] | None = None) -> NoReturn:
@@ -385,7 +389,7 @@ def run_worker(worker_cls: type[Worker], argv: list[str] | None = None) -> NoRet
     started = time.monotonic()
     name_filter, listener = _setup_logging(args.name or worker_cls.service)
     try:
-        with _event_loop_runner() as runner:
+        with _event_loop_runner(os.environ) as runner:
             code = runner.run(_serve(worker_cls, args, name_filter, listener))
     finally:
         listener.stop()
