@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from supervisor.chaos.steps import (
     AwaitSend, ExpectFailFast, Kill, KillLeader, Revive, Send, Start, Step, Stop, WaitAcked,
-    WaitCaughtUp, WaitNewLeader, WaitRestarted,
+    Scale, WaitCaughtUp, WaitFatal, WaitNewLeader, WaitRestarted,
 )
 
 
@@ -66,6 +66,14 @@ SCENARIOS: dict[str, Scenario] = {
             "restarted worker rejoins (and replays its partitions), lost 0.",
             (Send(1000, concurrency=16, background=True), WaitAcked(300), Kill("messages-1"),
              AwaitSend(), WaitRestarted("messages-1"), WaitCaughtUp()),
+            no_failed_posts=True,
+        ),
+        Scenario(
+            "crash-loop",
+            "A fourth logging instance that dies at start: backoff, then FATAL after the restart limit, "
+            "with its exit code and log tail in status, while the rest keeps serving.",
+            (Scale("logging", 3), Send(600, concurrency=4, background=True), Scale("logging", 4, env={"PIPELINE_FAULT": "crash-at-start"}),
+             WaitFatal("logging-4"), AwaitSend(), Send(100), Scale("logging", 3), WaitCaughtUp()),
             no_failed_posts=True,
         ),
     )

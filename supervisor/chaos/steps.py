@@ -286,3 +286,51 @@ class WaitCaughtUp(Step):
             await wait_until(caught_up, timeout=self.timeout, interval=0.5, what="the consumers to catch up")
         except TimeoutError:
             ctx.say(f"  consumers did not catch up within {self.timeout:g}s: the checker will say what is missing")
+
+
+@dataclass
+class Scale(Step):
+    """Scale a service to `count` instances; `env` goes to the new instances only (fault injection)."""
+
+    service: str
+    count: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        extra = "".join(f" with {k}={v}" for k, v in self.env.items())
+        return f"scale {self.service} to {self.count}{extra}"
+
+    async def run(self, ctx: ChaosContext) -> None:
+        argv = ["scale", self.service, str(self.count)]
+        for key, value in self.env.items():
+            argv += ["--env", f"{key}={value}"]
+        if not self.env:
+            await ctx.client.checked(*argv)
+            return
+        # With a fault injected the new instance is meant to fail: the verb says so, and that is the point.
+        ctx.fault_at = ctx.fault_at or time.monotonic()
+        reply = await ctx.client.command(*argv)
+        first_line = (reply.get("error") or reply.get("text") or "").splitlines()[:1]
+        ctx.say(f"  scale answered: {'ok' if reply.get('ok') else 'failed'}: {' '.join(first_line)}")
+
+
+@dataclass
+class WaitFatal(Step):
+    """Wait until the supervisor gives up on a crash-looping instance, and show what status says."""
+
+    target: str
+    timeout: float = 120.0
+
+    def describe(self) -> str:
+        return f"wait until {self.target} is FATAL (restart limit reached)"
+
+    async def run(self, ctx: ChaosContext) -> None:
+        began = ctx.fault_at or time.monotonic()
+        await ctx.wait_states(self.target, "FATAL", timeout=self.timeout)
+        state = await ctx.state_of(self.target)
+        last_exit = state.get("last_exit") or {}
+        ctx.facts.update(fatal_after_s=round(time.monotonic() - began, 1), fatal_restarts=state.get("restarts"),
+                         fatal_exit=last_exit.get("description") or last_exit.get("code"))
+        tail = (last_exit.get("log_tail") or [])[-2:]
+        ctx.say(f"  {self.target} FATAL {ctx.facts['fatal_after_s']}s after the fault, {state.get('restarts')} restarts; "
+                f"last exit: {ctx.facts['fatal_exit']}; log tail: {tail}")
