@@ -62,7 +62,7 @@ class Facade(Worker):
         cfg = ctx.cfg
         self.store_timeout = cfg.setting("store_timeout", 10.0, (int, float))
         self.produce_timeout = cfg.setting("produce_timeout", 10.0, (int, float))
-        self.linger_ms = cfg.setting("linger_ms", 5, int)
+        self.linger_ms = cfg.setting("linger_ms", 10, int)
         attempt = cfg.setting("attempt_timeout", 3.0, (int, float))
         failovers = ctx.metrics.counter("facade_failovers_total", "calls retried on another instance", ("service",))
         self.logging = ServiceClient("logging", ctx.config_server, ctx.http, failovers=failovers,
