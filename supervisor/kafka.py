@@ -40,10 +40,19 @@ JVM_PERFORMANCE_FLAGS = [
     "-XX:+ExplicitGCInvokesConcurrent",
     "-Djava.awt.headless=true",
 ]
-# A SIGKILLed broker is fenced (and its leaderships moved) after the session timeout. Far below
-# ~3 s healthy brokers get fenced on 2 busy cores; 5 s measured a ~6 s produce stall (see tests).
-BROKER_SESSION_TIMEOUT_MS = 5000
-BROKER_HEARTBEAT_INTERVAL_MS = 1000
+# Failover speed. A SIGKILLed broker is fenced (and its leaderships moved) one session timeout
+# after its last heartbeat; if it was also the active controller, the voters first notice (fetch
+# timeout), elect a new one (election timeout), and the new controller waits a full session again.
+# Produce stall after SIGKILL of a partition leader (tests/test_kafka_cluster.py, 5 runs each, load 10-19):
+#   session 5000/heartbeat 1000, Raft defaults (2000/1000): 4.7-6.4 s, 7.8 s if it was the controller
+#   session 3000/heartbeat 500,  Raft defaults:              3.0-3.4 s, 6.1-7.6 s if controller
+#   session 3000/heartbeat 500,  Raft fetch 1000/elect 500:  3.0-3.5 s, 4.2-4.5 s if controller
+# With the last, no live broker was fenced and no controller moved after startup, also with two
+# clusters and three Hazelcast members starting alongside (load 17). Much lower risks both.
+BROKER_SESSION_TIMEOUT_MS = 3000
+BROKER_HEARTBEAT_INTERVAL_MS = 500
+QUORUM_FETCH_TIMEOUT_MS = 1000
+QUORUM_ELECTION_TIMEOUT_MS = 500
 STOP_TIMEOUT = 20.0  # controlled shutdown moves leaderships first; give it time before SIGKILL
 FORMAT_TIMEOUT = 120.0
 ADMIN_REQUEST_TIMEOUT_MS = 5000
@@ -108,6 +117,8 @@ def broker_properties(spec: KafkaSpec, node: int, data_dir: Path) -> dict[str, s
         # Failover speed: how soon a dead broker is fenced and its leaderships move.
         "broker.session.timeout.ms": str(BROKER_SESSION_TIMEOUT_MS),
         "broker.heartbeat.interval.ms": str(BROKER_HEARTBEAT_INTERVAL_MS),
+        "controller.quorum.fetch.timeout.ms": str(QUORUM_FETCH_TIMEOUT_MS),
+        "controller.quorum.election.timeout.ms": str(QUORUM_ELECTION_TIMEOUT_MS),
         # Fewer threads than the defaults: 3 brokers share 2 cores with everything else.
         "num.network.threads": "2",
         "num.io.threads": "2",

@@ -183,7 +183,9 @@ async def test_partition_leader_sigkilled_while_producing(kafka_cluster: KafkaCl
     print(f"\n[failover] SIGKILLed leader {victim} ({code}); new leader seen after {elected_after:.2f}s; "
           f"longest gap between acks {stall:.2f}s; {len(log.acked)} acked, {len(log.failed)} failed")
     assert code == -9
-    assert stall < 30
+    # The failover target (supervisor/kafka.py has the measurements): at most 5 s without acks,
+    # also when the victim was the active controller.
+    assert stall < 5.0, f"produce stalled {stall:.2f}s after SIGKILL of the leader (target < 5 s)"
 
     received = await read_partition(kafka_cluster.bootstrap, topic.name, 0)
     acked = [value for _, value in log.acked]
