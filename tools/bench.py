@@ -165,6 +165,16 @@ def render(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+NOTES_MARKER = "<!-- notes: kept by tools/bench.py --write -->"
+
+
+def write_report(path: Path, table: str) -> None:
+    """The table replaces the file's top; hand-written notes below NOTES_MARKER survive a re-run."""
+    old = path.read_text() if path.exists() else ""
+    notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else NOTES_MARKER + "\n"
+    path.write_text(f"# Benchmarks\n\n{table}\n\n{notes}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run (fewer messages per level)")
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(results, command)
     print(json.dumps(results, indent=2) if args.json else table)
     if args.write:
-        Path(args.write).write_text(f"# Benchmarks\n\n{table}\n")
+        write_report(Path(args.write), table)
     return 0
 
 
