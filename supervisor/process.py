@@ -182,11 +182,14 @@ async def run_once(
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        # Timed out, or the caller gave up (a failed start cancels its siblings): end the tool too.
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        await proc.wait()
+        await asyncio.shield(proc.wait())
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         raise TimeoutError(f"{argv[0]} did not finish within {timeout:g}s") from None
     return proc.returncode if proc.returncode is not None else -1, out.decode("utf-8", errors="replace")
