@@ -182,6 +182,7 @@ class Registry:
                 "bootstrap_servers": kafka.bootstrap(),
                 "topic": kafka.topic.name,
                 "consumer_group": f"{kafka.topic.name}-service",
+                "min_insync_replicas": kafka.topic.min_insync_replicas,
             },
             "hazelcast": {
                 "cluster_name": topology.hazelcast.cluster_name,

@@ -163,7 +163,7 @@ async def test_config_document(in_process: InProcess) -> None:
         "name": "logging-2",
         "service": "logging",
         "kafka": {"bootstrap_servers": "127.0.0.1:19092,127.0.0.1:19093", "topic": "front-topic",
-                  "consumer_group": "front-topic-service"},
+                  "consumer_group": "front-topic-service", "min_insync_replicas": 1},
         "hazelcast": {"cluster_name": "front-cluster",
                       "members": ["127.0.0.1:15701", "127.0.0.1:15702", "127.0.0.1:15703"],
                       "own_member": "127.0.0.1:15702", "map": "front-map"},
