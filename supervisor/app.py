@@ -370,7 +370,23 @@ class Supervisor:
         def broker(node: int | None) -> str | None:
             return None if node is None or node < 0 else f"kafka-{node}"
 
-        rows = await kafka.describe_partitions(self.topology.kafka.bootstrap(), self.topology.kafka.topic.name)
+        # Ask the brokers known to be up: a killed one in the bootstrap list can fail the admin request.
+        running = [f"127.0.0.1:{inst.port}" for inst in self.instances()
+                   if inst.kind == "kafka" and inst.state is State.RUNNING and inst.port]
+        bootstrap = ",".join(running) or self.topology.kafka.bootstrap()
+        last_error: Exception | None = None
+        # aiokafka's admin client sends to a random broker of its metadata, which lists a killed broker
+        # until the controller fences it (seconds): asking again picks another one.
+        for _ in range(10):
+            try:
+                rows = await kafka.describe_partitions(bootstrap, self.topology.kafka.topic.name)
+                break
+            except kafka.KafkaAdminError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors have no common base
+                last_error = exc
+        else:
+            raise RuntimeError(f"no broker answered the leaders query ({bootstrap}): {last_error}")
         return [
             {"topic": p.topic, "partition": p.partition, "leader": broker(p.leader),
              "replicas": [broker(r) for r in p.replicas], "isr": [broker(r) for r in p.isr]}
