@@ -27,7 +27,8 @@ import psutil
 
 from supervisor.deadline import wait_until
 from supervisor.events import EventBus
-from supervisor.instance import Instance, InstanceSpec, RestartRules, StartFailed, http_probe, tcp_probe
+from supervisor.instance import Instance, InstanceSpec, RestartRules, StartFailed
+from supervisor.probes import http_probe, tcp_probe
 from supervisor.paths import RuntimePaths
 from supervisor.process import ProcessSpec
 from supervisor.registry import Registry, next_free_index

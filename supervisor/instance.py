@@ -12,20 +12,19 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 
 from supervisor.actor import Actor, Backoff, Policy, RestartIntensity
 from supervisor.events import EventBus
+from supervisor.probes import Probe
 from supervisor.process import OsProcess, ProcessSpec
 from supervisor.states import PROCESS_STATES, State, check_transition
 
 log = logging.getLogger("supervisor.instance")
 
-Probe = Callable[[], Awaitable[bool]]
 PROBE_INTERVAL = 0.1
 LOG_TAIL_LINES = 20
 KINDS = ("kafka", "hazelcast", "worker")
@@ -106,32 +105,6 @@ class InstanceSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}, not {self.kind!r}")
-
-
-def http_probe(url: str, timeout: float = 2.0) -> Probe:
-    """Ready when GET url answers 200."""
-
-    async def probe() -> bool:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.get(url) as resp:
-                return resp.status == 200
-
-    return probe
-
-
-def tcp_probe(host: str, port: int, timeout: float = 2.0) -> Probe:
-    """Ready when a TCP connection to host:port succeeds."""
-
-    async def probe() -> bool:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except OSError:
-            pass
-        return True
-
-    return probe
 
 
 # -- mailbox messages ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 
 from supervisor.deadline import wait_until
+from supervisor.probes import tcp_port_open
 from supervisor.process import ProcessSpec, run_once
 from supervisor.runtime import JVM_DIR, Jars, RuntimeSetupError, find_java
 
@@ -381,17 +382,3 @@ async def wait_isr_full(bootstrap: str, topic: TopicSpec, timeout: float) -> Non
         )
 
     await wait_until(full, timeout=timeout, interval=0.5, what=f"full ISR on every partition of {topic.name!r}")
-
-
-async def tcp_port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True if something accepts TCP connections on host:port."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError:
-        pass
-    return True

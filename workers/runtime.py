@@ -117,7 +117,7 @@ def _setup_logging(initial_name: str) -> tuple[_InstanceNameFilter, logging.hand
     root = logging.getLogger()
     root.handlers[:] = [enqueue]
     root.setLevel(logging.INFO)
-    for noisy in ("aiokafka", "kafka", "aiohttp.access"):
+    for noisy in ("aiokafka", "kafka", "aiohttp.access", "hazelcast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     listener.start()
     return name_filter, listener

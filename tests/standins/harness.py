@@ -12,7 +12,8 @@ from typing import Any
 
 from supervisor.actor import Policy
 from supervisor.events import EventBus
-from supervisor.instance import Instance, InstanceSpec, RestartRules, http_probe, tcp_probe
+from supervisor.instance import Instance, InstanceSpec, RestartRules
+from supervisor.probes import http_probe, tcp_probe
 from supervisor.process import ProcessSpec
 from supervisor.states import State
 from supervisor.topology import Topology, parse_topology, resolve_ports
