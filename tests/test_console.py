@@ -73,7 +73,7 @@ class PtyProcess:
         while self.proc.poll() is None:
             self._read()  # keep draining so the child never blocks on a full pty
             assert time.monotonic() < deadline, f"still running after {timeout}s:\n{self.seen[-2000:]}"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # polling for the exit, with the deadline above
         return self.proc.returncode
 
     def close(self) -> None:
