@@ -1,6 +1,7 @@
 """Benchmark: the pipeline against its ceilings, in one run on one topology.
 
     python tools/bench.py [--quick] [--json] [--attach] [--rate 500] [--duration 10] [--write FILE]
+    python tools/bench.py --rate-only [--rate 500] [--duration 10] [--repeat 2]   # open loop only (tuning)
 
 By default it brings up a throw-away topology on free ports (as the tests do) and stops it after;
 `--attach` measures the one running from ./topology.yaml's runtime dir instead. It prints a table
@@ -105,6 +106,24 @@ async def failover(client: SupervisorClient, facade: str, count: int, graceful: 
     return result
 
 
+async def rate_only(address: Endpoint, rate: float, duration: float, repeat: int) -> list[dict[str, float]]:
+    """The open-loop run alone, `repeat` times, after a short warm-up at 60% of the rate (connections,
+    JIT, metadata)."""
+    async with SupervisorClient(address) as client:
+        facade = (await client.instances("facade"))[0]["address"]
+        await fixed_rate(facade, rate * 0.6, 3.0)
+        return [await fixed_rate(facade, rate, duration) for _ in range(repeat)]
+
+
+async def step_buckets(address: Endpoint) -> list[str]:
+    """The facade's per-step latency histogram (logging store, Kafka produce): where a POST waits."""
+    async with SupervisorClient(address) as client, aiohttp.ClientSession() as http:
+        facade = (await client.instances("facade"))[0]["address"]
+        async with http.get(f"{facade}/metrics") as resp:
+            text = await resp.text()
+    return [line for line in text.splitlines() if line.startswith("facade_step_seconds")]
+
+
 async def measure(address: Endpoint, quick: bool, rate: float, duration: float) -> dict[str, Any]:
     count = 400 if quick else 3000
     results: dict[str, Any] = {"quick": quick, "levels": {}, "machine": f"{platform.machine()}, "
@@ -184,21 +203,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", metavar="FILE", help="also write the table as Markdown to FILE")
     parser.add_argument("--rate", type=float, default=500.0, help="msg/s of the open-loop run (default 500)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of the open-loop run (default 10)")
+    parser.add_argument("--rate-only", action="store_true", help="only the open-loop run (prints it as JSON)")
+    parser.add_argument("--repeat", type=int, default=2, help="open-loop runs with --rate-only (default 2)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error(f"--rate and --duration must be positive, got {args.rate:g} and {args.duration:g}")
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     command = "python tools/bench.py" + (" --quick" if args.quick else "")
+
+    def run(address: Endpoint) -> dict[str, Any]:
+        if args.rate_only:
+            runs = asyncio.run(rate_only(address, args.rate, args.duration, args.repeat))
+            return {"runs": runs, "facade_steps": asyncio.run(step_buckets(address))}
+        return asyncio.run(measure(address, args.quick, args.rate, args.duration))
+
     if args.attach:
-        paths = RuntimePaths(load_topology(args.topology).runtime_dir)
-        results = asyncio.run(measure(find_supervisor(paths), args.quick, args.rate, args.duration))
+        results = run(find_supervisor(RuntimePaths(load_topology(args.topology).runtime_dir)))
     else:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             print("bringing up a throw-away topology on free ports ...", file=sys.stderr)
             pipeline = launch(free_port_topology(Path(tmp) / "runtime"), Path(tmp))
             try:
-                results = asyncio.run(measure(pipeline.address, args.quick, args.rate, args.duration))
+                results = run(pipeline.address)
             finally:
                 pipeline.stop()
+    if args.rate_only:
+        print(json.dumps(results))
+        return 0
     table = render(results, command)
     print(json.dumps(results, indent=2) if args.json else table)
     if args.write:
