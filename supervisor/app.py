@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -30,6 +29,7 @@ from supervisor.events import EventBus
 from supervisor.instance import Instance, InstanceSpec, RestartRules, StartFailed
 from supervisor.probes import http_probe, tcp_probe
 from supervisor.paths import RuntimePaths
+from supervisor.ports import free_port
 from supervisor.process import ProcessSpec
 from supervisor.registry import Registry, next_free_index
 from supervisor.states import State
@@ -52,13 +52,6 @@ class UnknownTarget(LookupError):
         self.target = target
         self.known = list(known)
         super().__init__(f"unknown target {target!r}; known: {', '.join(self.known) or 'none'}")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (bind to 0, read, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def worker_argv(service: ServiceSpec, name: str, port: int, config_server: str) -> list[str]:

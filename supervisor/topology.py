@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import math
 import re
-import socket
 import string
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
+
+from supervisor.ports import free_port
 
 KAFKA_BACKENDS = ("local", "docker", "external")
 HAZELCAST_BACKENDS = ("local", "external")
@@ -636,33 +636,23 @@ def load_topology(path: str | Path) -> Topology:
 
 
 def resolve_ports(topology: Topology) -> Topology:
-    """A copy where every 0 port is a distinct free port on 127.0.0.1 (bind to :0, read, close).
+    """A copy where every 0 port is a distinct free port on 127.0.0.1 (see supervisor.ports).
 
-    All probe sockets stay open until every port is chosen, so the picks are distinct from each
-    other and from the topology's fixed ports. Another process may still take one before it is used.
+    The picks are distinct from each other and from the topology's fixed ports. Another process may
+    still take one before it is used, but not an outgoing connection: they are below the ephemeral range.
     """
     taken = {port for _, port in _port_slots(topology) if port}
-    with ExitStack() as sockets:
 
-        def free_port() -> int:
-            while True:
-                sock = sockets.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-                if port not in taken:
-                    taken.add(port)
-                    return port
+    def fill(ports: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(port or free_port(taken=taken) for port in ports)
 
-        def fill(ports: tuple[int, ...]) -> tuple[int, ...]:
-            return tuple(port or free_port() for port in ports)
-
-        return replace(
-            topology,
-            config_server=replace(topology.config_server,
-                                  port=topology.config_server.port or free_port()),
-            kafka=replace(topology.kafka, ports=fill(topology.kafka.ports),
-                          controller_ports=fill(topology.kafka.controller_ports)),
-            hazelcast=replace(topology.hazelcast, ports=fill(topology.hazelcast.ports)),
-            services={name: replace(spec, ports=fill(spec.ports))
-                      for name, spec in topology.services.items()},
-        )
+    return replace(
+        topology,
+        config_server=replace(topology.config_server,
+                              port=topology.config_server.port or free_port(taken=taken)),
+        kafka=replace(topology.kafka, ports=fill(topology.kafka.ports),
+                      controller_ports=fill(topology.kafka.controller_ports)),
+        hazelcast=replace(topology.hazelcast, ports=fill(topology.hazelcast.ports)),
+        services={name: replace(spec, ports=fill(spec.ports))
+                  for name, spec in topology.services.items()},
+    )

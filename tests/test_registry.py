@@ -24,7 +24,7 @@ async def _names(env: InProcess, service: str) -> list[str]:
 
 
 def _free_port() -> int:
-    from supervisor.app import free_port
+    from supervisor.ports import free_port
 
     return free_port()
 

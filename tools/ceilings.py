@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from hazelcast.asyncio import HazelcastClient
 
 from supervisor.deadline import wait_until
+from supervisor.ports import free_port
 from tools.load import percentile
 
 BARE_SERVER = """
@@ -35,17 +35,11 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class BareAiohttp:
     """A do-nothing aiohttp server in a child process: the HTTP ceiling."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
