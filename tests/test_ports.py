@@ -14,9 +14,16 @@ def test_free_ports_are_bindable_distinct_and_below_the_ephemeral_range() -> Non
         sock.bind(("127.0.0.1", ports[0]))
 
 
-def test_a_port_in_use_is_not_picked() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        in_use = busy.getsockname()[1]
-        assert in_use not in {free_port() for _ in range(100)}
+def test_a_port_in_use_or_taken_is_skipped(monkeypatch) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", free_port()))
+    busy.listen()
+    in_use = busy.getsockname()[1]
+    reserved = free_port()
+    other = free_port(taken={in_use, reserved})
+    offers = iter([in_use, reserved, other])
+    monkeypatch.setattr("supervisor.ports.random.randint", lambda low, high: next(offers))
+    try:
+        assert free_port(taken={reserved}) == other
+    finally:
+        busy.close()
