@@ -15,6 +15,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from supervisor.probes import tcp_port_open
+
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
@@ -29,19 +31,6 @@ def parse_bootstrap(bootstrap_servers: str) -> list[Address]:
             raise ValueError(f"bad Kafka bootstrap address {item.strip()!r} (expected host:port)")
         addresses.append((host.strip("[]"), int(port)))
     return addresses
-
-
-async def reachable(address: Address, timeout: float) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError:
-        pass
-    return True
 
 
 class BrokerWatch:
@@ -69,7 +58,7 @@ class BrokerWatch:
 
     async def probe(self) -> None:
         known = sorted(set(self._addresses()))
-        results = await asyncio.gather(*(reachable(a, self.connect_timeout) for a in known))
+        results = await asyncio.gather(*(tcp_port_open(*a, self.connect_timeout) for a in known))
         live = [a for a, ok in zip(known, results) if ok]
         was = self.writable
         self.known, self.live, self.probed = known, live, True
