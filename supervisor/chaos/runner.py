@@ -60,6 +60,7 @@ def render_report(name: str, report: Report, facts: dict[str, Any]) -> str:
         f"  latency       p50 {report.latency_p50_ms:.1f} ms, p99 {report.latency_p99_ms:.1f} ms",
         "  read by       " + (", ".join(f"{k}: {v}" for k, v in report.read_by.items()) or "-"),
     ]
+    facts = {k: v for k, v in facts.items() if k != "injected_at"}
     for key in ("partition", "old_leader", "new_leader", "election_seconds", "fail_fast_statuses", "fail_fast_slowest",
                 "fatal_after_s", "fatal_restarts", "fatal_exit"):
         if key in facts:

@@ -308,7 +308,7 @@ class Scale(Step):
             await ctx.client.checked(*argv)
             return
         # With a fault injected the new instance is meant to fail: the verb says so, and that is the point.
-        ctx.fault_at = ctx.fault_at or time.monotonic()
+        ctx.facts["injected_at"] = time.monotonic()  # not a write fault: the stall clock stays off
         reply = await ctx.client.command(*argv)
         first_line = (reply.get("error") or reply.get("text") or "").splitlines()[:1]
         ctx.say(f"  scale answered: {'ok' if reply.get('ok') else 'failed'}: {' '.join(first_line)}")
@@ -325,7 +325,7 @@ class WaitFatal(Step):
         return f"wait until {self.target} is FATAL (restart limit reached)"
 
     async def run(self, ctx: ChaosContext) -> None:
-        began = ctx.fault_at or time.monotonic()
+        began = ctx.facts.get("injected_at", time.monotonic())
         await ctx.wait_states(self.target, "FATAL", timeout=self.timeout)
         state = await ctx.state_of(self.target)
         last_exit = state.get("last_exit") or {}
