@@ -62,18 +62,24 @@ class LaunchedPipeline:
 
     def stop(self) -> list[psutil.Process]:
         """SIGTERM the supervisor and wait; returns descendants that outlived it (killed, and reported)."""
-        children = _descendants(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        _, alive = psutil.wait_procs(children, timeout=15)
-        for leftover in alive:
-            leftover.kill()
-        return alive
+        return stop_supervisor_process(self.proc)
+
+
+def stop_supervisor_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> list[psutil.Process]:
+    """SIGTERM a `supervisor up` child, SIGKILL it after `timeout`; returns its descendants that
+    outlived it (killed here, so a failing test leaves nothing behind, and returned to be reported)."""
+    children = _descendants(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=15)
+    for leftover in alive:
+        leftover.kill()
+    return alive
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import psutil
 import pytest
 import yaml
 
+from supervisor.launcher import stop_supervisor_process
 from supervisor.app import Supervisor
 from supervisor.deadline import wait_until
 from supervisor.paths import RuntimePaths
@@ -149,21 +149,7 @@ async def start_up(workdir: Path, topology: Path | None = None) -> UpProcess:
 
 def stop_up(up: UpProcess) -> list[psutil.Process]:
     """SIGTERM `up` and wait; returns its descendants still alive (must be none)."""
-    try:
-        children = psutil.Process(up.proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    if up.proc.poll() is None:
-        up.proc.send_signal(signal.SIGTERM)
-        try:
-            up.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.proc.kill()
-            up.proc.wait()
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for proc in alive:
-        proc.kill()
-    return alive
+    return stop_supervisor_process(up.proc, timeout=60)
 
 
 @pytest.fixture
