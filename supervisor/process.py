@@ -39,6 +39,21 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+async def _spawn(argv: list[str], *, cwd: Path | None, env: Mapping[str, str], **kwargs: int) -> asyncio.subprocess.Process:
+    """Start argv in its own process group, output piped, dying with the supervisor."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+        **kwargs,
+    )
+
+
 def describe_exit(returncode: int | None) -> str:
     if returncode is None:
         return "still running"
@@ -79,17 +94,7 @@ class OsProcess:
         if self.spec.log_path is not None:
             self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.spec.log_path, "a", encoding="utf-8", buffering=1)
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.spec.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=self.spec.cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            limit=_LINE_LIMIT,
-        )
+        self._proc = await _spawn(self.spec.argv, cwd=self.spec.cwd, env=env, limit=_LINE_LIMIT)
         self.started_at = time.time()
         self._write_marker(f"started pid {self._proc.pid}: {' '.join(self.spec.argv)}")
         self._pump = asyncio.create_task(self._pump_output(), name=f"pump-{self.spec.name}")
@@ -168,18 +173,7 @@ async def run_once(
     cwd: Path | None = None,
 ) -> tuple[int, str]:
     """Run a short tool to completion (for example Kafka's StorageTool); returns (code, output)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=cwd,
-        env=full_env,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
+    proc = await _spawn(argv, cwd=cwd, env={**os.environ, **(env or {})})
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
