@@ -179,3 +179,28 @@ async def test_coalescer_sends_a_lone_item_at_once_and_groups_under_load() -> No
     assert calls == [[0], [1, 2, 3], [4, 5]], calls
     with pytest.raises(RuntimeError, match="downstream refused"):
         await coalescer.submit(99)
+
+
+async def test_coalescer_linger_groups_items_that_arrive_within_it() -> None:
+    from workers.coalescer import Coalescer
+
+    calls: list[tuple[float, list[int]]] = []
+    loop = asyncio.get_running_loop()
+
+    async def flush(items: list[int]) -> list[int]:
+        calls.append((loop.time(), items))
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, max_items=4, linger=0.2)
+    started = loop.time()
+    first = [asyncio.ensure_future(coalescer.submit(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    assert calls == [], "items must wait for the linger, not go out one by one"
+    assert await asyncio.gather(*first) == [0, 1, 2]
+    assert [items for _, items in calls] == [[0, 1, 2]]
+    assert calls[0][0] - started >= 0.19, "the group went out before the linger was over"
+    # max_items queued: out at once, without waiting for the linger
+    calls.clear()
+    started = loop.time()
+    assert await asyncio.gather(*(coalescer.submit(i) for i in range(4))) == [0, 1, 2, 3]
+    assert [items for _, items in calls] == [[0, 1, 2, 3]] and calls[0][0] - started < 0.1

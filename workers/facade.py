@@ -69,9 +69,12 @@ class Facade(Worker):
                                      attempt_timeout=attempt)
         self.messages = ServiceClient("messages", ctx.config_server, ctx.http, failovers=failovers,
                                       attempt_timeout=attempt)
-        # concurrent single POSTs share /log/batch calls (a lone POST still goes out at once, as /log)
+        # Concurrent single POSTs share /log/batch calls. A store waits up to store_linger_ms for
+        # others, half the Kafka linger: the produce it runs alongside waits longer, so a POST's
+        # latency does not grow, and at 500 msg/s the facade and logging handle ~5x fewer requests.
         self.stores: Coalescer[tuple[str, str], Failure | None] = Coalescer(
-            self._store_group, max_in_flight=cfg.setting("store_max_in_flight", 4, int))
+            self._store_group, max_in_flight=cfg.setting("store_max_in_flight", 4, int),
+            linger=cfg.setting("store_linger_ms", self.linger_ms / 2, (int, float)) / 1000)
         self.producer: AIOKafkaProducer | None = None
         self.bootstrap = parse_bootstrap(cfg.kafka.bootstrap_servers)
         self.brokers = BrokerWatch(self._broker_addresses, cfg.kafka.min_insync_replicas)

@@ -103,7 +103,7 @@ class MessagesService(Worker):
         # the brokers answer a fetch once this many bytes are there or this long has passed: fewer
         # fetch round trips competing for the CPU with the facade's acks=all produces
         self.fetch_min_bytes = ctx.cfg.setting("fetch_min_bytes", 64 * 1024, int)
-        self.fetch_max_wait_ms = ctx.cfg.setting("fetch_max_wait_ms", 50, int)
+        self.fetch_max_wait_ms = ctx.cfg.setting("fetch_max_wait_ms", 100, int)
         self._last_commit = 0.0
         # the consumer can read while any broker answers: health turns red when none does
         self.brokers = BrokerWatch(lambda: parse_bootstrap(ctx.cfg.kafka.bootstrap_servers), 1, interval=1.0)
