@@ -16,7 +16,7 @@ from hazelcast.asyncio import HazelcastClient
 
 from supervisor.deadline import wait_until
 from supervisor.process import ProcessSpec
-from supervisor.runtime import Jars, find_java
+from supervisor.runtime import JVM_JIT_FLAGS, Jars, find_java
 
 if TYPE_CHECKING:
     from supervisor.paths import RuntimePaths
@@ -48,6 +48,7 @@ def member_argv(java: str, classpath: str, spec: HazelcastSpec, index: int, memb
         java,
         f"-Xms{spec.heap_mb}m",
         f"-Xmx{spec.heap_mb}m",
+        *JVM_JIT_FLAGS,
         *MODULE_FLAGS,
         "-Djava.net.preferIPv4Stack=true",
         f"-Dhazelcast.config={HAZELCAST_XML}",

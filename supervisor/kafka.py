@@ -23,7 +23,7 @@ from aiokafka.errors import for_code
 from supervisor.deadline import wait_until
 from supervisor.probes import tcp_port_open
 from supervisor.process import ProcessSpec, run_once
-from supervisor.runtime import JVM_DIR, Jars, RuntimeSetupError, find_java
+from supervisor.runtime import JVM_DIR, JVM_JIT_FLAGS, Jars, RuntimeSetupError, find_java
 
 if TYPE_CHECKING:
     from supervisor.paths import RuntimePaths
@@ -143,6 +143,7 @@ def broker_argv(java: str, classpath: str, heap_mb: int, broker_dir: Path) -> li
         f"-Xms{heap_mb}m",
         f"-Xmx{heap_mb}m",
         *JVM_PERFORMANCE_FLAGS,
+        *JVM_JIT_FLAGS,
         f"-Dlog4j2.configurationFile={broker_dir / 'log4j2.properties'}",
         f"-Dkafka.logs.dir={broker_dir / 'logs'}",
         "-cp",
