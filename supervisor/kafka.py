@@ -55,10 +55,14 @@ JVM_PERFORMANCE_FLAGS = [
 #   session 3000/heartbeat 500,  Raft fetch 1000/elect 500:  3.0-3.5 s, 4.2-4.5 s if controller
 # With the last, no live broker was fenced and no controller moved after startup, also with two
 # clusters and three Hazelcast members starting alongside (load 17). Much lower risks both.
-BROKER_SESSION_TIMEOUT_MS = 3000
+# Later, with the C1-only JIT and the pipeline using ~60% of the cores at 500 msg/s, session 2500:
+#   2.5-2.9 s, 3.4-3.7 s when the victim was the controller (9 runs of the test below); 3000 had
+#   given up to 4.9 s in the controller case.
+BROKER_SESSION_TIMEOUT_MS = 2500
 BROKER_HEARTBEAT_INTERVAL_MS = 500
 QUORUM_FETCH_TIMEOUT_MS = 1000
 QUORUM_ELECTION_TIMEOUT_MS = 500
+REPLICA_FETCH_BACKOFF_MS = 100
 STOP_TIMEOUT = 20.0  # controlled shutdown moves leaderships first; give it time before SIGKILL
 FORMAT_TIMEOUT = 120.0
 ADMIN_REQUEST_TIMEOUT_MS = 5000
@@ -125,12 +129,20 @@ def broker_properties(spec: KafkaSpec, node: int, data_dir: Path) -> dict[str, s
         "broker.heartbeat.interval.ms": str(BROKER_HEARTBEAT_INTERVAL_MS),
         "controller.quorum.fetch.timeout.ms": str(QUORUM_FETCH_TIMEOUT_MS),
         "controller.quorum.election.timeout.ms": str(QUORUM_ELECTION_TIMEOUT_MS),
+        # A follower that hears of a new leader before the leader itself does gets an error on its
+        # first fetch and backed off 1 s (the default), holding every acks=all produce that long:
+        # graceful stops of a leader stalled writes 0.9-1.9 s in half the runs; at 100 ms, 0.0-0.23 s.
+        "replica.fetch.backoff.ms": str(REPLICA_FETCH_BACKOFF_MS),
         # Fewer threads than the defaults: 3 brokers share 2 cores with everything else.
         "num.network.threads": "2",
         "num.io.threads": "2",
         "background.threads": "2",
         "num.recovery.threads.per.data.dir": "1",
         "log.cleaner.threads": "1",
+        # The cleaner's dedupe map is allocated on the heap at start-up: 128 MB by default, half of a
+        # 256 MB test heap (a broker once died of OutOfMemoryError starting it). Only the small
+        # __consumer_offsets topic is compacted here; 16 MB is plenty.
+        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
     }
 
 
