@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from supervisor.launcher import free_port_topology, launch  # noqa: E402
 from supervisor.paths import RuntimePaths  # noqa: E402
 from supervisor.topology import load_topology  # noqa: E402
 from tools.ceilings import BareAiohttp, hazelcast_ceiling, kafka_producer_ceiling, summarize  # noqa: E402
+from tools.cpu_usage import CpuMeter, describe  # noqa: E402
 from tools.load import LoadRun, percentile, post_at_rate, post_batches, post_messages  # noqa: E402
 
 LEVELS = (1, 8, 32, 128)
@@ -112,7 +114,22 @@ async def rate_only(address: Endpoint, rate: float, duration: float, repeat: int
     async with SupervisorClient(address) as client:
         facade = (await client.instances("facade"))[0]["address"]
         await fixed_rate(facade, rate * 0.6, 3.0)
-        return [await fixed_rate(facade, rate, duration) for _ in range(repeat)]
+        runs = []
+        for _ in range(repeat):
+            run, cpu = await metered_fixed_rate(client, facade, rate, duration)
+            runs.append({**run, "cpu_percent": cpu})
+            print(f"  {rate:g} msg/s: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms; CPU (% of one core): "
+                  f"{describe(cpu)}", file=sys.stderr)
+        return runs
+
+
+async def metered_fixed_rate(client: SupervisorClient, facade: str, rate: float,
+                             duration: float) -> tuple[dict[str, float], dict[str, float]]:
+    """The open-loop run, with the CPU each part of the pipeline (and the load generator) used meanwhile."""
+    meter = await CpuMeter.of_pipeline(client)
+    meter.start()
+    run = await fixed_rate(facade, rate, duration)
+    return run, meter.stop()
 
 
 async def step_buckets(address: Endpoint) -> list[str]:
@@ -126,8 +143,9 @@ async def step_buckets(address: Endpoint) -> list[str]:
 
 async def measure(address: Endpoint, quick: bool, rate: float, duration: float) -> dict[str, Any]:
     count = 400 if quick else 3000
-    results: dict[str, Any] = {"quick": quick, "levels": {}, "machine": f"{platform.machine()}, "
-                               f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
+    results: dict[str, Any] = {"quick": quick, "levels": {}, "cores": os.cpu_count() or 1,
+                               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                                          f"Python {platform.python_version()}"}
     async with SupervisorClient(address) as client:
         facade = (await client.instances("facade"))[0]["address"]
         config = await client.worker_config("logging-1")
@@ -144,7 +162,7 @@ async def measure(address: Endpoint, quick: bool, rate: float, duration: float) 
                 }
                 results["levels"][level] = row
                 print(f"  concurrency {level}: pipeline {row['pipeline']['rate']}/s", file=sys.stderr)
-            results["fixed_rate"] = await fixed_rate(facade, rate, duration)
+            results["fixed_rate"], results["fixed_rate_cpu"] = await metered_fixed_rate(client, facade, rate, duration)
             results["fixed_rate_bare"] = await fixed_rate(bare.url, rate, duration)
             print(f"  {rate:g} msg/s open loop: p99 {results['fixed_rate']['p99_ms']} ms", file=sys.stderr)
         results["batch"] = await batched(facade, count * 2, 8)
@@ -174,6 +192,8 @@ def render(results: dict[str, Any], command: str) -> str:
               f"each POST was due): pipeline {fr['rate']} msg/s acknowledged, p50 {fr['p50_ms']} ms, "
               f"p99 {fr['p99_ms']} ms, p99.9 {fr['p999_ms']} ms, errors {fr['errors']}; bare aiohttp at the same "
               f"rate: p50 {frb['p50_ms']} ms, p99 {frb['p99_ms']} ms.",
+              f"CPU during that run, % of one core ({results['cores']} cores = {results['cores'] * 100}): "
+              f"{describe(results['fixed_rate_cpu'])}.",
               f"Batches (POST /messages/batch, {bt['batch_size']} messages each, {bt['concurrency']} at a time): "
               f"{bt['rate']} msg/s acknowledged, batch p50 {bt['p50_ms']} ms, p99 {bt['p99_ms']} ms, "
               f"errors {bt['errors']}."]
