@@ -27,7 +27,7 @@ import psutil
 from supervisor.deadline import wait_until
 from supervisor.events import EventBus
 from supervisor.instance import Instance, InstanceSpec, RestartRules, StartFailed
-from supervisor.probes import http_probe, tcp_probe
+from supervisor.probes import tcp_probe, worker_probe
 from supervisor.paths import RuntimePaths
 from supervisor.ports import free_port
 from supervisor.process import ProcessSpec
@@ -254,7 +254,7 @@ class Supervisor:
         probe_host = "127.0.0.1" if service.host in ("0.0.0.0", "::", "") else service.host
         return self._new_instance(InstanceSpec(
             name=name, service=service.name, kind="worker", process=process,
-            probe=http_probe(f"http://{probe_host}:{port}/health"), ready_timeout=service.ready_timeout,
+            probe=worker_probe(f"http://{probe_host}:{port}/health"), ready_timeout=service.ready_timeout,
             restart=RestartRules.from_topology(service.restart),
             address=f"http://{service.host}:{port}", port=port, extra_env=extra_env,
         ))

@@ -1,4 +1,4 @@
-"""Readiness probes: small async checks that something answers (HTTP 200, an open TCP port)."""
+"""Readiness probes: small async checks that something answers (HTTP 200, a worker's /health, a TCP port)."""
 
 from __future__ import annotations
 
@@ -36,5 +36,24 @@ def http_probe(url: str, timeout: float = 2.0) -> Probe:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
             async with http.get(url) as resp:
                 return resp.status == 200
+
+    return probe
+
+
+def worker_probe(url: str, timeout: float = 2.0) -> Probe:
+    """Ready when the worker's /health answers 200, or answers 503 with `"ready": true`: it finished
+    starting and serves, but a dependency is down right now (say two Kafka brokers, so the facade
+    refuses writes with 503). Restarting it would not bring the dependency back, so it counts as up."""
+
+    async def probe() -> bool:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+            async with http.get(url) as resp:
+                if resp.status == 200:
+                    return True
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    return False
+                return isinstance(body, dict) and body.get("ready") is True
 
     return probe

@@ -49,7 +49,7 @@ class BrokerWatch:
 
     @property
     def writable(self) -> bool:
-        """Until the first probe, assume yes (the producer's own start already reached a broker)."""
+        """Until the first probe, assume yes."""
         return not self.probed or len(self.live) >= self.min_live
 
     def describe(self) -> str:

@@ -76,6 +76,8 @@ class Facade(Worker):
             self._store_group, max_in_flight=cfg.setting("store_max_in_flight", 4, int),
             linger=cfg.setting("store_linger_ms", self.linger_ms / 2, (int, float)) / 1000)
         self.producer: AIOKafkaProducer | None = None
+        self.producer_start: asyncio.Future[None] | None = None
+        self.producer_started = False
         self.bootstrap = parse_bootstrap(cfg.kafka.bootstrap_servers)
         self.brokers = BrokerWatch(self._broker_addresses, cfg.kafka.min_insync_replicas)
         self.posts = ctx.metrics.counter("facade_posts_total", "messages posted, by outcome", ("result",))
@@ -101,22 +103,47 @@ class Facade(Worker):
         # a lone POST pays up to 10 ms more than at 10 ms
         self.producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, client_id=self.ctx.name,
                                          acks="all", enable_idempotence=True, linger_ms=self.linger_ms)
-        await self.producer.start()
         await self.brokers.probe()
         self.ctx.spawn(self.brokers.run(), "kafka broker watch")
+        # An idempotent producer starts only once it has a producer id, which takes a controller quorum
+        # (2 of the 3 KRaft nodes). Started while two brokers are down, the facade must not hang in
+        # start (the supervisor would restart it in a loop): it serves, answers POSTs 503 with the
+        # reason, and the producer finishes starting in the background when the brokers return.
+        self.producer_start = asyncio.ensure_future(self._start_producer())
+        self.producer_start.add_done_callback(self._producer_start_done)
+        if self.brokers.writable or not self.brokers.live:
+            await self.producer_start  # no broker at all: fail the start (exit 1, the supervisor retries)
+
+    async def _start_producer(self) -> None:
+        assert self.producer is not None
+        await self.producer.start()
+        self.producer_started = True
+
+    def _producer_start_done(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.ctx.crash(f"the Kafka producer did not start: {type(exc).__name__}: {exc}")
 
     async def stop(self) -> None:
+        if self.producer_start is not None and not self.producer_start.done():
+            self.producer_start.cancel()
+            await asyncio.wait([self.producer_start])
         if self.producer is not None:
             await self.producer.stop()
 
     def health(self) -> dict[str, bool]:
-        return {"kafka": self.producer is not None and self.brokers.writable}
+        return {"kafka": self.producer_started and self.brokers.writable}
+
+    # Too few brokers for acks=all: the facade answers every POST 503 with the reason at once, and GETs
+    # still work. Started in that state (a restart while two brokers are down) it is up, not failing.
+    ready_despite = frozenset({"kafka"})
 
     def _refuse_if_unwritable(self, msg_id: str | None = None) -> None:
-        if not self.brokers.writable:
+        if not self.brokers.writable or not self.producer_started:
             self.posts.inc(result="kafka_unavailable")
             extra = {"id": msg_id} if msg_id else {}
-            fail(503, f"not accepted: {self.brokers.describe()}", **extra)
+            why = self.brokers.describe() if not self.brokers.writable else "the Kafka producer is still starting"
+            fail(503, f"not accepted: {why}", **extra)
 
     async def post_message(self, request: web.Request) -> web.Response:
         limit = self.ctx.cfg.max_message_bytes

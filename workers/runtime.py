@@ -206,6 +206,10 @@ class Worker:
         """Dependency name -> connected. /health is 200 only if all are True."""
         return {}
 
+    # Checks that may be red while the worker still counts as ready (up) for the supervisor: it serves
+    # and answers 503 with the reason, and a restart would not bring that dependency back.
+    ready_despite: ClassVar[frozenset[str]] = frozenset()
+
 
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -230,8 +234,12 @@ def _build_app(worker: Worker, ctx: WorkerContext, ready: asyncio.Event) -> web.
     async def health(_: web.Request) -> web.Response:
         checks = worker.health() if ready.is_set() else {"started": False}
         ok = all(checks.values()) and ready.is_set() and not ctx.stopping
+        # ready: started and serving, though a check in ready_despite may be red (status says so); the
+        # supervisor counts a ready worker as up instead of restarting it in a loop
+        serving = ready.is_set() and not ctx.stopping and all(
+            up for name, up in checks.items() if name not in worker.ready_despite)
         body = {"name": ctx.name, "service": ctx.service, "status": "ok" if ok else "unavailable",
-                "checks": checks}
+                "ready": serving, "checks": checks}
         if ctx.stopping:
             body["status"] = "stopping"
         return web.json_response(body, status=200 if ok else 503)

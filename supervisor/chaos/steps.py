@@ -258,8 +258,11 @@ class ExpectFailFast(Step):
         tried = ctx.run.attempts[first:]
         slowest = max(a.latency for a in tried)
         statuses = sorted({a.status for a in tried}, key=str)
-        ctx.facts.update(fail_fast_statuses=statuses, fail_fast_slowest=round(slowest, 2),
-                         fail_fast_acknowledged=sum(a.acknowledged for a in tried))
+        # a scenario may expect fail-fast more than once: the facts cover all of them
+        ctx.facts.update(
+            fail_fast_statuses=sorted(set(ctx.facts.get("fail_fast_statuses", [])) | set(statuses), key=str),
+            fail_fast_slowest=max(round(slowest, 2), ctx.facts.get("fail_fast_slowest", 0.0)),
+            fail_fast_acknowledged=ctx.facts.get("fail_fast_acknowledged", 0) + sum(a.acknowledged for a in tried))
         ctx.say(f"  statuses {statuses}, slowest answer {slowest:.2f}s")
         if any(a.acknowledged for a in tried) or any(a.status != 503 for a in tried) or slowest > self.within:
             ctx.facts["fail_fast_violated"] = True
