@@ -15,6 +15,7 @@ message twice. Without replay, the instance keeps what it consumed and starts at
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from workers.broker_watch import BrokerWatch, parse_bootstrap
 from workers.runtime import Worker, WorkerContext, preview, run_worker
+
+MAX_BATCH = 500  # records per getmany; a full one means the consumer is behind
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,14 @@ class MessagesService(Worker):
         self.committed: dict[TopicPartition, int] = {}
         self.pending: dict[TopicPartition, int] = {}     # consumed, not yet committed
         self.commit_interval = ctx.cfg.setting("commit_interval", 0.2, (int, float))
-        # the brokers answer a fetch once this many bytes are there or this long has passed: fewer
-        # fetch round trips competing for the CPU with the facade's acks=all produces
-        self.fetch_min_bytes = ctx.cfg.setting("fetch_min_bytes", 64 * 1024, int)
-        self.fetch_max_wait_ms = ctx.cfg.setting("fetch_max_wait_ms", 100, int)
+        # A fetch returns as soon as a record is there (a lone message is held within milliseconds of
+        # its ack), else after fetch_max_wait_ms. Under load that would mean a fetch per produce batch,
+        # round trips that compete for the CPU with the facade's acks=all produces; so after a batch
+        # the consumer takes the next one no sooner than batch_interval later (aiokafka fetches a
+        # partition again only once its buffered records are taken); see _consume for the exceptions.
+        self.fetch_min_bytes = ctx.cfg.setting("fetch_min_bytes", 1, int)
+        self.fetch_max_wait_ms = ctx.cfg.setting("fetch_max_wait_ms", 500, int)
+        self.batch_interval = ctx.cfg.setting("batch_interval", 0.1, (int, float))
         self._last_commit = 0.0
         # the consumer can read while any broker answers: health turns red when none does
         self.brokers = BrokerWatch(lambda: parse_bootstrap(ctx.cfg.kafka.bootstrap_servers), 1, interval=1.0)
@@ -159,7 +166,8 @@ class MessagesService(Worker):
         assert self.consumer is not None
         while True:
             wait_ms = int(self.commit_interval * 1000) if self.pending else 500
-            batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=500)
+            batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=MAX_BATCH)
+            taken_at = time.monotonic()
             for tp, records in batches.items():
                 for record in records:
                     self._take(tp, record)
@@ -167,6 +175,11 @@ class MessagesService(Worker):
                         self.pending[tp] = record.offset + 1
             if self.pending and time.monotonic() - self._last_commit >= self.commit_interval:
                 await self.commit_pending()
+            # Pause only when records come in bunches: a single one means they arrive sparsely (each is
+            # held within milliseconds), a full batch means a backlog (a replay) to catch up at once.
+            taken = sum(len(records) for records in batches.values())
+            if 1 < taken < MAX_BATCH:
+                await asyncio.sleep(max(0.0, taken_at + self.batch_interval - time.monotonic()))  # pacing
 
     async def commit_pending(self) -> None:
         offsets, self.pending = self.pending, {}
