@@ -36,6 +36,13 @@ def _spawn_unmanaged(env: InProcess, service: str, name: str | None = None) -> s
     return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+async def _wait_listed(env: InProcess, service: str, name: str, what: str) -> None:
+    async def listed() -> bool:
+        return name in await _names(env, service)
+
+    await wait_until(listed, timeout=20, what=what)
+
+
 async def test_managed_instances_listed_while_running(in_process: InProcess) -> None:
     env = in_process
     assert await _names(env, "logging") == ["logging-1", "logging-2"]
@@ -75,10 +82,7 @@ async def test_unmanaged_worker_registers_heartbeats_and_deregisters(in_process:
     env = in_process
     proc = _spawn_unmanaged(env, "logging")
     try:
-        async def registered() -> bool:
-            return "logging-3" in await _names(env, "logging")
-
-        await wait_until(registered, timeout=20, what="the unmanaged worker to register")
+        await _wait_listed(env, "logging", "logging-3", "the unmanaged worker to register")
         status, body = await env.command("status", "--json")
         row = next(r for r in body["data"]["instances"] if r["name"] == "logging-3")
         assert row["managed"] is False and row["state"] == "RUNNING" and row["kind"] == "worker"
@@ -105,10 +109,7 @@ async def test_unmanaged_worker_dropped_after_ttl_without_heartbeat(in_process: 
     env.sup.registry.ttl = 1.5
     proc = _spawn_unmanaged(env, "messages", name="messages-7")
     try:
-        async def registered() -> bool:
-            return "messages-7" in await _names(env, "messages")
-
-        await wait_until(registered, timeout=20, what="messages-7 to register")
+        await _wait_listed(env, "messages", "messages-7", "messages-7 to register")
         proc.kill()  # no deregistration, no more heartbeats
         proc.wait()
 
@@ -212,10 +213,7 @@ async def test_scale_never_takes_the_name_of_an_unmanaged_worker(in_process: InP
     env = in_process
     proc = _spawn_unmanaged(env, "logging")
     try:
-        async def registered() -> bool:
-            return "logging-3" in await _names(env, "logging")
-
-        await wait_until(registered, timeout=20, what="the unmanaged worker to register as logging-3")
+        await _wait_listed(env, "logging", "logging-3", "the unmanaged worker to register as logging-3")
         status, reply = await env.command("scale", "logging", "4")
         assert status == 200, reply
         assert reply["data"]["instances"] == ["logging-1", "logging-2", "logging-4", "logging-5"]

@@ -77,7 +77,6 @@ class Facade(Worker):
             linger=cfg.setting("store_linger_ms", self.linger_ms / 2, (int, float)) / 1000)
         self.producer: AIOKafkaProducer | None = None
         self.producer_start: asyncio.Future[None] | None = None
-        self.producer_started = False
         self.bootstrap = parse_bootstrap(cfg.kafka.bootstrap_servers)
         self.brokers = BrokerWatch(self._broker_addresses, cfg.kafka.min_insync_replicas)
         self.posts = ctx.metrics.counter("facade_posts_total", "messages posted, by outcome", ("result",))
@@ -109,17 +108,19 @@ class Facade(Worker):
         # (2 of the 3 KRaft nodes). Started while two brokers are down, the facade must not hang in
         # start (the supervisor would restart it in a loop): it serves, answers POSTs 503 with the
         # reason, and the producer finishes starting in the background when the brokers return.
-        self.producer_start = asyncio.ensure_future(self._start_producer())
-        self.producer_start.add_done_callback(self._producer_start_done)
+        self.producer_start = asyncio.ensure_future(self.producer.start())
         if self.brokers.writable or not self.brokers.live:
             await self.producer_start  # no broker at all: fail the start (exit 1, the supervisor retries)
+        else:
+            self.producer_start.add_done_callback(self._producer_start_done)
 
-    async def _start_producer(self) -> None:
-        assert self.producer is not None
-        await self.producer.start()
-        self.producer_started = True
+    @property
+    def producer_started(self) -> bool:
+        task = self.producer_start
+        return task is not None and task.done() and not task.cancelled() and task.exception() is None
 
     def _producer_start_done(self, task: asyncio.Future[None]) -> None:
+        """A producer that failed to start in the background crashes the worker (restart policy)."""
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             self.ctx.crash(f"the Kafka producer did not start: {type(exc).__name__}: {exc}")

@@ -61,10 +61,10 @@ def _json_object(body: bytes) -> Mapping[str, Any]:
     return doc
 
 
-def _reject_unknown(doc: Mapping[str, Any], allowed: set[str]) -> None:
+def _reject_unknown(doc: Mapping[str, Any], allowed: set[str], where: str = "") -> None:
     unknown = sorted(set(doc) - allowed)
     if unknown:
-        raise InputError(400, f"unknown field(s): {', '.join(map(repr, unknown))}")
+        raise InputError(400, f"{where + ': ' if where else ''}unknown field(s): {', '.join(map(repr, unknown))}")
 
 
 def is_json_type(content_type: str) -> bool:
@@ -107,9 +107,7 @@ def _log_entry(doc: object, where: str, max_message_bytes: int) -> LogEntry:
     prefix = f"{where}." if where else ""
     if not isinstance(doc, Mapping):
         raise InputError(400, f"{where} must be an object {{\"id\": ..., \"msg\": ...}}")
-    unknown = sorted(set(doc) - {"id", "msg"})
-    if unknown:
-        raise InputError(400, f"{where + ': ' if where else ''}unknown field(s): {', '.join(map(repr, unknown))}")
+    _reject_unknown(doc, {"id", "msg"}, where)
     msg_id = doc.get("id")
     if not isinstance(msg_id, str):
         raise InputError(400, f"field '{prefix}id' must be a string" if "id" in doc else f"missing field '{prefix}id'")
@@ -149,9 +147,7 @@ def _batch_item(item: object, index: int, max_message_bytes: int) -> BatchItem:
     try:
         if not isinstance(item, dict):
             raise InputError(400, f"{where} must be an object {{\"msg\": ..., \"id\": optional}}")
-        unknown = sorted(set(item) - {"id", "msg"})
-        if unknown:
-            raise InputError(400, f"{where}: unknown field(s): {', '.join(map(repr, unknown))}")
+        _reject_unknown(item, {"id", "msg"}, where)
         msg_id = item.get("id")
         if msg_id is not None and not isinstance(msg_id, str):
             raise InputError(400, f"{where}.id must be a string")
